@@ -1,0 +1,166 @@
+//! Block devices as the kernel lists them in /sys/class/block, identified by their
+//! superblocks and partition entries.
+
+use crate::superblock::{self, FsInfo};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct BlockDev {
+    /// Kernel name, e.g. `vda1`.
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub fs: Option<FsInfo>,
+    pub partuuid: Option<String>,
+    pub partlabel: Option<String>,
+    /// Why the superblock could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+impl fmt::Display for BlockDev {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} ({})", self.path.display(), human_size(self.size))?;
+        match &self.fs {
+            Some(fs) => {
+                write!(f, " {}", fs.kind.name())?;
+                if let Some(u) = &fs.uuid {
+                    write!(f, " UUID={u}")?;
+                }
+                if let Some(l) = &fs.label {
+                    write!(f, " LABEL=\"{l}\"")?;
+                }
+            }
+            None => match &self.error {
+                Some(e) => write!(f, " unreadable: {e}")?,
+                None => write!(f, " no filesystem")?,
+            },
+        }
+        if let Some(p) = &self.partuuid {
+            write!(f, " PARTUUID={p}")?;
+        }
+        if let Some(p) = &self.partlabel {
+            write!(f, " PARTLABEL=\"{p}\"")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Devices isoroot never looks for an ISO on: its own loop and device-mapper devices and
+/// RAM disks.
+fn ignored(name: &str) -> bool {
+    ["loop", "ram", "zram", "dm-"].iter().any(|p| name.starts_with(p))
+}
+
+fn uevent(dir: &Path) -> BTreeMap<String, String> {
+    fs::read_to_string(dir.join("uevent"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Devices seen so far, each probed once.
+#[derive(Default)]
+pub struct Devices {
+    pub known: BTreeMap<String, BlockDev>,
+}
+
+impl Devices {
+    /// Probes devices that appeared (or changed size: a card reader got a card) since the
+    /// last call; returns the names of the new ones.
+    pub fn refresh(&mut self) -> Vec<String> {
+        let mut new = Vec::new();
+        let Ok(entries) = fs::read_dir("/sys/class/block") else {
+            return new;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ignored(&name) {
+                continue;
+            }
+            let sys = entry.path();
+            let sectors: u64 =
+                fs::read_to_string(sys.join("size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+            let size = sectors * 512;
+            if size == 0 || self.known.get(&name).is_some_and(|d| d.size == size) {
+                continue;
+            }
+            let props = uevent(&sys);
+            let path = PathBuf::from("/dev").join(props.get("DEVNAME").unwrap_or(&name));
+            let (fs, error) = match fs::File::open(&path).and_then(|f| superblock::probe(&f)) {
+                Ok(fs) => (fs, None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let dev = BlockDev {
+                name: name.clone(),
+                path,
+                size,
+                fs,
+                partuuid: props.get("PARTUUID").cloned(),
+                partlabel: props.get("PARTNAME").cloned(),
+                error,
+            };
+            crate::debug!("found {dev}");
+            self.known.insert(name.clone(), dev);
+            new.push(name);
+        }
+        new
+    }
+
+    /// One line per device, for messages that must say what exists.
+    pub fn listing(&self) -> String {
+        if self.known.is_empty() {
+            return "  (no block devices at all: is the storage driver in the initramfs?)".into();
+        }
+        self.known.values().map(|d| format!("  {d}\n")).collect::<String>().trim_end().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::superblock::FsKind;
+
+    #[test]
+    fn display_names_everything_that_identifies_a_device() {
+        let d = BlockDev {
+            name: "vda1".into(),
+            path: "/dev/vda1".into(),
+            size: 64 << 20,
+            fs: Some(FsInfo {
+                kind: FsKind::Vfat,
+                uuid: Some("1234-ABCD".into()),
+                label: Some("MY USB".into()),
+                needs_recovery: false,
+            }),
+            partuuid: Some("0a0b0c0d-01".into()),
+            partlabel: None,
+            error: None,
+        };
+        assert_eq!(
+            d.to_string(),
+            "/dev/vda1 (64.0 MiB) vfat UUID=1234-ABCD LABEL=\"MY USB\" PARTUUID=0a0b0c0d-01"
+        );
+        assert_eq!(human_size(1000), "1000 B");
+        assert!(ignored("loop0") && ignored("dm-1") && !ignored("sda"));
+    }
+}

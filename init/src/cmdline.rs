@@ -1,0 +1,598 @@
+//! The kernel command line: isoroot's keys (design.md), their compatibility spellings, and
+//! everything else kept for the profiles that read distro keys (`layerfs-path=`).
+
+use std::time::Duration;
+
+/// Where a block device is named: by filesystem or partition tag, or by kernel name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Uuid(String),
+    Label(String),
+    PartUuid(String),
+    PartLabel(String),
+    /// `/dev/NAME`
+    Dev(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Source::Uuid(v) => write!(f, "UUID={v}"),
+            Source::Label(v) => write!(f, "LABEL={v}"),
+            Source::PartUuid(v) => write!(f, "PARTUUID={v}"),
+            Source::PartLabel(v) => write!(f, "PARTLABEL={v}"),
+            Source::Dev(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// A file on a block device: `[SOURCE:]PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// None: search every block device.
+    pub source: Option<Source>,
+    /// Absolute and normalised, without `..`.
+    pub path: String,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match &self.source {
+            Some(s) => write!(f, "{s}:{}", self.path),
+            None => write!(f, "{}", self.path),
+        }
+    }
+}
+
+/// A run of 512-byte sectors on the source device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub start: u64,
+    pub sectors: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    Hints,
+    Scan,
+    Loop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    SwitchRoot,
+    Handoff,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmdline {
+    pub iso: Option<Location>,
+    pub extents: Option<Vec<Extent>>,
+    pub map: Option<String>,
+    pub fingerprint: Option<[u8; 32]>,
+    pub sha256: Option<[u8; 32]>,
+    pub profile: Option<String>,
+    pub toram: bool,
+    pub persist: Option<Location>,
+    pub persist_extents: Option<Vec<Extent>>,
+    pub persist_uuid: Option<String>,
+    pub overlay_size: Option<String>,
+    pub timeout: Duration,
+    pub attach: Option<Attach>,
+    pub mode: Option<Mode>,
+    pub debug: bool,
+    pub rescue: bool,
+    pub quiet: bool,
+    pub init: Option<String>,
+    /// Every `key[=value]` before `--`, quotes removed, in order.
+    pub params: Vec<(String, Option<String>)>,
+    /// How a compatibility spelling was read, for the log.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CmdlineError {
+    #[error("the kernel command line has an unterminated quote: {0}")]
+    UnterminatedQuote(String),
+    #[error("unknown key {key:?} on the kernel command line; isoroot knows: {known}")]
+    UnknownKey { key: String, known: String },
+    #[error("bad value for {key}: expected {expected}, found {found:?}")]
+    BadValue { key: String, expected: String, found: String },
+}
+
+const KEYS: &[&str] = &[
+    "iso",
+    "iso.extents",
+    "iso.map",
+    "iso.fingerprint",
+    "iso.sha256",
+    "iso.profile",
+    "iso.toram",
+    "iso.persist",
+    "iso.persist.extents",
+    "iso.persist.uuid",
+    "iso.overlay.size",
+    "iso.timeout",
+    "iso.attach",
+    "iso.mode",
+    "iso.debug",
+    "iso.rescue",
+];
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Splits like the kernel's `next_arg()`: white space separates, double quotes group and are
+/// removed. Unlike the kernel, an unterminated quote is an error, not the rest of the line.
+pub fn split(line: &str) -> Result<Vec<String>, CmdlineError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut in_quote, mut in_token) = (false, false);
+    let mut quote_start = 0;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => {
+                in_quote = !in_quote;
+                in_token = true;
+                quote_start = i;
+            }
+            c if c.is_whitespace() && !in_quote => {
+                if in_token {
+                    out.push(std::mem::take(&mut cur));
+                    in_token = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_token = true;
+            }
+        }
+    }
+    if in_quote {
+        let tail: String = line[quote_start..].chars().take(60).collect();
+        return Err(CmdlineError::UnterminatedQuote(tail));
+    }
+    if in_token {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn bad(key: &str, expected: &str, found: &str) -> CmdlineError {
+    CmdlineError::BadValue { key: key.into(), expected: expected.into(), found: found.into() }
+}
+
+/// Normalises an absolute path: `.` and empty components go, `..` is refused.
+fn clean_path(p: &str) -> Option<String> {
+    if !p.starts_with('/') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// udev's `\x20`-style escapes in `/dev/disk/by-label/` names.
+fn unescape_udev(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
+            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `UUID=…`, `LABEL=…`, `PARTUUID=…`, `PARTLABEL=…`, `/dev/NAME`, and the udev symlinks
+/// `/dev/disk/by-*/…` (there is no udev here to make them, so they become tags).
+pub fn parse_source(s: &str) -> Option<Source> {
+    let tagged = [
+        ("UUID=", Source::Uuid as fn(String) -> Source),
+        ("LABEL=", Source::Label),
+        ("PARTUUID=", Source::PartUuid),
+        ("PARTLABEL=", Source::PartLabel),
+        ("/dev/disk/by-uuid/", Source::Uuid),
+        ("/dev/disk/by-label/", Source::Label),
+        ("/dev/disk/by-partuuid/", Source::PartUuid),
+        ("/dev/disk/by-partlabel/", Source::PartLabel),
+    ];
+    for (prefix, make) in tagged {
+        if let Some(v) = s.strip_prefix(prefix) {
+            return (!v.is_empty()).then(|| make(unescape_udev(v)));
+        }
+    }
+    let name = s.strip_prefix("/dev/")?;
+    let ok = !name.is_empty() && name.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+    ok.then(|| Source::Dev(s.to_string()))
+}
+
+const SOURCE_PREFIXES: &[&str] = &["UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=", "/dev/"];
+
+/// `[SOURCE:]PATH`. A value that starts like a SOURCE is split at its first `:/`.
+pub fn parse_location(key: &str, v: &str) -> Result<Location, CmdlineError> {
+    const EXPECTED: &str = "[SOURCE:]/PATH with SOURCE one of UUID=, LABEL=, PARTUUID=, \
+                            PARTLABEL=, /dev/NAME, and PATH absolute without '..'";
+    let (source, path) = if SOURCE_PREFIXES.iter().any(|p| v.starts_with(p)) {
+        let Some(i) = v.find(":/") else {
+            return Err(bad(key, EXPECTED, v));
+        };
+        let source = parse_source(&v[..i]).ok_or_else(|| bad(key, EXPECTED, v))?;
+        (Some(source), &v[i + 1..])
+    } else {
+        (None, v)
+    };
+    let path = clean_path(path).ok_or_else(|| bad(key, EXPECTED, v))?;
+    Ok(Location { source, path })
+}
+
+fn parse_extents(key: &str, v: &str) -> Result<Vec<Extent>, CmdlineError> {
+    let expected = "START+SECTORS[,START+SECTORS…] in 512-byte sectors, lengths above zero";
+    v.split(',')
+        .map(|e| {
+            let (s, n) = e.split_once('+').ok_or_else(|| bad(key, expected, v))?;
+            let start = s.parse::<u64>().map_err(|_| bad(key, expected, v))?;
+            let sectors = n.parse::<u64>().map_err(|_| bad(key, expected, v))?;
+            if sectors == 0 || start.checked_add(sectors).is_none() {
+                return Err(bad(key, expected, v));
+            }
+            Ok(Extent { start, sectors })
+        })
+        .collect()
+}
+
+fn parse_sha256(key: &str, v: &str) -> Result<[u8; 32], CmdlineError> {
+    let expected = "64 hexadecimal digits";
+    if v.len() != 64 {
+        return Err(bad(key, expected, v));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&v[2 * i..2 * i + 2], 16).map_err(|_| bad(key, expected, v))?;
+    }
+    Ok(out)
+}
+
+fn is_uuid_like(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 36 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+fn is_size(v: &str) -> bool {
+    let digits = v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    !digits.is_empty() && digits.len() + 1 >= v.len() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Cmdline {
+    /// The value of any key, last one wins (as the kernel and most distro scripts do).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.params.iter().rev().find(|(k, _)| k == key).and_then(|(_, v)| v.as_deref())
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.params.iter().any(|(k, _)| k == key)
+    }
+}
+
+pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
+    let mut c = Cmdline {
+        iso: None,
+        extents: None,
+        map: None,
+        fingerprint: None,
+        sha256: None,
+        profile: None,
+        toram: false,
+        persist: None,
+        persist_extents: None,
+        persist_uuid: None,
+        overlay_size: None,
+        timeout: DEFAULT_TIMEOUT,
+        attach: None,
+        mode: None,
+        debug: false,
+        rescue: false,
+        quiet: false,
+        init: None,
+        params: Vec::new(),
+        notes: Vec::new(),
+    };
+    for token in split(line)? {
+        // Everything after `--` belongs to the init, not to the kernel or to isoroot.
+        if token == "--" {
+            break;
+        }
+        let (key, value) = match token.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (token.clone(), None),
+        };
+        if key == "iso" || key.starts_with("iso.") {
+            apply_iso_key(&mut c, &key, value.as_deref())?;
+        } else {
+            match (key.as_str(), value.as_deref()) {
+                ("quiet", None) => c.quiet = true,
+                ("init", Some(v)) => {
+                    c.init = Some(clean_path(v).ok_or_else(|| bad("init", "an absolute path", v))?)
+                }
+                _ => {}
+            }
+        }
+        c.params.push((key, value));
+    }
+    if c.iso.is_none() {
+        apply_compat(&mut c)?;
+    }
+    Ok(c)
+}
+
+fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), CmdlineError> {
+    let flag = |set: &mut bool| match value {
+        None => {
+            *set = true;
+            Ok(())
+        }
+        Some(v) => Err(bad(key, "no value", v)),
+    };
+    if matches!(key, "iso.toram" | "iso.debug" | "iso.rescue") {
+        return match key {
+            "iso.toram" => flag(&mut c.toram),
+            "iso.debug" => flag(&mut c.debug),
+            _ => flag(&mut c.rescue),
+        };
+    }
+    if !KEYS.contains(&key) {
+        return Err(CmdlineError::UnknownKey { key: key.into(), known: KEYS.join(" ") });
+    }
+    let v = value.ok_or_else(|| bad(key, "a value (key=value)", ""))?;
+    match key {
+        "iso" => c.iso = Some(parse_location(key, v)?),
+        "iso.extents" => c.extents = Some(parse_extents(key, v)?),
+        "iso.persist.extents" => c.persist_extents = Some(parse_extents(key, v)?),
+        "iso.map" => {
+            c.map = Some(clean_path(v).ok_or_else(|| bad(key, "an absolute path in the initramfs", v))?)
+        }
+        "iso.fingerprint" => {
+            let hex = v.strip_prefix("sha256:").ok_or_else(|| bad(key, "sha256:HEX", v))?;
+            c.fingerprint = Some(parse_sha256(key, hex)?);
+        }
+        "iso.sha256" => c.sha256 = Some(parse_sha256(key, v)?),
+        "iso.profile" => {
+            let ok =
+                !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(bad(key, "a profile name (lowercase letters, digits, '-')", v));
+            }
+            c.profile = Some(v.into());
+        }
+        "iso.persist" => c.persist = Some(parse_location(key, v)?),
+        "iso.persist.uuid" => {
+            if !is_uuid_like(v) {
+                return Err(bad(key, "an ext4 UUID", v));
+            }
+            c.persist_uuid = Some(v.to_ascii_lowercase());
+        }
+        "iso.overlay.size" => {
+            if !is_size(v) {
+                return Err(bad(key, "a tmpfs size such as 2G, 512M or 50%", v));
+            }
+            c.overlay_size = Some(v.into());
+        }
+        "iso.timeout" => {
+            let secs: u64 = v
+                .parse()
+                .ok()
+                .filter(|s| *s <= 3600)
+                .ok_or_else(|| bad(key, "whole seconds from 0 to 3600", v))?;
+            c.timeout = Duration::from_secs(secs);
+        }
+        "iso.attach" => {
+            c.attach = Some(match v {
+                "hints" => Attach::Hints,
+                "scan" => Attach::Scan,
+                "loop" => Attach::Loop,
+                _ => return Err(bad(key, "hints, scan or loop", v)),
+            })
+        }
+        "iso.mode" => {
+            c.mode = Some(match v {
+                "switch-root" => Mode::SwitchRoot,
+                "handoff" => Mode::Handoff,
+                _ => return Err(bad(key, "switch-root or handoff", v)),
+            })
+        }
+        _ => unreachable!("every key in KEYS is handled"),
+    }
+    Ok(())
+}
+
+/// Other tools' spellings, so that existing boot entries work unchanged.
+fn apply_compat(c: &mut Cmdline) -> Result<(), CmdlineError> {
+    // (device key, path key): the device is optional.
+    const PAIRS: &[(Option<&str>, &str)] = &[
+        (None, "findiso"),
+        (None, "iso-scan/filename"),
+        (Some("img_dev"), "img_loop"),
+        (Some("isofrom_device"), "isofrom_system"),
+    ];
+    for (dev_key, path_key) in PAIRS {
+        let Some(path) = c.get(path_key).map(String::from) else {
+            continue;
+        };
+        let source = match dev_key.and_then(|k| c.get(k).map(|v| (k, v.to_string()))) {
+            Some((k, v)) => {
+                let expected = "UUID=, LABEL=, PARTUUID=, PARTLABEL=, /dev/NAME or /dev/disk/by-*/…";
+                Some(parse_source(&v).ok_or_else(|| bad(k, expected, &v))?)
+            }
+            None => None,
+        };
+        let path = clean_path(&path).ok_or_else(|| bad(path_key, "an absolute path without '..'", &path))?;
+        let loc = Location { source, path };
+        let dev = dev_key.filter(|k| c.has(k)).map(|k| format!("{k}= + ")).unwrap_or_default();
+        c.notes.push(format!("read {dev}{path_key}= as iso={loc}"));
+        c.iso = Some(loc);
+        return Ok(());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(source: Option<Source>, path: &str) -> Option<Location> {
+        Some(Location { source, path: path.into() })
+    }
+
+    #[test]
+    fn splits_like_the_kernel() {
+        assert_eq!(
+            split(r#"  a  iso="LABEL=MY USB:/isos/a b.iso" "c d"=e quiet "#).unwrap(),
+            ["a", "iso=LABEL=MY USB:/isos/a b.iso", "c d=e", "quiet"]
+        );
+        assert_eq!(split("").unwrap(), Vec::<String>::new());
+        assert_eq!(split(r#"x="""#).unwrap(), ["x="]);
+    }
+
+    #[test]
+    fn unterminated_quote_is_an_error() {
+        assert!(
+            matches!(split(r#"a iso="LABEL=x:/a"#), Err(CmdlineError::UnterminatedQuote(t)) if t.starts_with("\"LABEL"))
+        );
+    }
+
+    #[test]
+    fn iso_with_each_source() {
+        let c = parse(r#"ro iso="LABEL=MY USB:/isos/a b.iso" quiet"#).unwrap();
+        assert_eq!(c.iso, loc(Some(Source::Label("MY USB".into())), "/isos/a b.iso"));
+        assert!(c.quiet);
+        let cases = [
+            ("UUID=1234-ABCD:/x.iso", Source::Uuid("1234-ABCD".into())),
+            ("PARTUUID=0a-01:/x.iso", Source::PartUuid("0a-01".into())),
+            ("PARTLABEL=data:/x.iso", Source::PartLabel("data".into())),
+            ("/dev/vdb1:/x.iso", Source::Dev("/dev/vdb1".into())),
+            ("/dev/disk/by-label/MY\\x20USB:/x.iso", Source::Label("MY USB".into())),
+            ("LABEL=a:b:/x.iso", Source::Label("a:b".into())),
+        ];
+        for (v, s) in cases {
+            assert_eq!(parse(&format!("iso={v}")).unwrap().iso, loc(Some(s), "/x.iso"), "{v}");
+        }
+        assert_eq!(parse("iso=/a//./b.iso").unwrap().iso, loc(None, "/a/b.iso"));
+    }
+
+    #[test]
+    fn dotdot_relative_and_empty_paths_are_refused() {
+        for v in [
+            "iso=/isos/../etc/x.iso",
+            "iso=isos/x.iso",
+            "iso=UUID=x",
+            "iso=UUID=:/a.iso",
+            "iso=/",
+            "iso=/dev/:/x",
+            "iso=/dev/../x:/a",
+        ] {
+            assert!(matches!(parse(v), Err(CmdlineError::BadValue { .. })), "{v}");
+        }
+    }
+
+    #[test]
+    fn unknown_iso_keys_are_errors_and_others_are_kept() {
+        let e = parse("iso=/a.iso iso.tiemout=3").unwrap_err();
+        assert!(matches!(&e, CmdlineError::UnknownKey { key, .. } if key == "iso.tiemout"));
+        assert!(e.to_string().contains("iso.timeout"));
+        let c = parse("iso=/a.iso layerfs-path=minimal.squashfs boot=live -- iso.bogus").unwrap();
+        assert_eq!(c.get("layerfs-path"), Some("minimal.squashfs"));
+        assert_eq!(c.get("boot"), Some("live"));
+    }
+
+    #[test]
+    fn every_key_of_the_table() {
+        let h = "ab".repeat(32);
+        let c = parse(&format!(
+            "iso=UUID=u:/a.iso iso.extents=2048+100,9000+8 iso.map=/etc/isoroot/maps/a.map \
+             iso.fingerprint=sha256:{h} iso.sha256={h} iso.profile=debian-live iso.toram \
+             iso.persist=LABEL=p:/p.img iso.persist.extents=10+10 iso.persist.uuid=ABCD-12 \
+             iso.overlay.size=50% iso.timeout=5 iso.attach=scan iso.mode=handoff iso.debug \
+             iso.rescue init=/lib/systemd/systemd"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.extents,
+            Some(vec![Extent { start: 2048, sectors: 100 }, Extent { start: 9000, sectors: 8 }])
+        );
+        assert_eq!(c.map.as_deref(), Some("/etc/isoroot/maps/a.map"));
+        assert_eq!(c.fingerprint, Some([0xab; 32]));
+        assert_eq!(c.sha256, Some([0xab; 32]));
+        assert_eq!(c.profile.as_deref(), Some("debian-live"));
+        assert!(c.toram && c.debug && c.rescue);
+        assert_eq!(c.persist, loc(Some(Source::Label("p".into())), "/p.img"));
+        assert_eq!(c.persist_extents.unwrap().len(), 1);
+        assert_eq!(c.persist_uuid.as_deref(), Some("abcd-12"));
+        assert_eq!(c.overlay_size.as_deref(), Some("50%"));
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(c.attach, Some(Attach::Scan));
+        assert_eq!(c.mode, Some(Mode::Handoff));
+        assert_eq!(c.init.as_deref(), Some("/lib/systemd/systemd"));
+    }
+
+    #[test]
+    fn bad_values_say_what_was_expected() {
+        let bad_ones = [
+            "iso.extents=1+0",
+            "iso.extents=a+1",
+            "iso.extents=1",
+            "iso.fingerprint=abc",
+            "iso.sha256=xyz",
+            "iso.profile=Debian",
+            "iso.timeout=-1",
+            "iso.timeout=99999",
+            "iso.attach=dm",
+            "iso.mode=chain",
+            "iso.overlay.size=lots",
+            "iso.overlay.size=1T",
+            "iso.toram=1",
+            "iso.persist.uuid=not-a-uuid!",
+            "iso.map=rel",
+            "iso",
+            "init=sbin/init",
+        ];
+        for v in bad_ones {
+            let e = parse(v).unwrap_err();
+            assert!(matches!(e, CmdlineError::BadValue { .. }), "{v}: {e}");
+            assert!(e.to_string().contains("expected"), "{v}: {e}");
+        }
+        let e = parse("iso.timeout=soon").unwrap_err().to_string();
+        assert_eq!(e, "bad value for iso.timeout: expected whole seconds from 0 to 3600, found \"soon\"");
+    }
+
+    #[test]
+    fn compatibility_spellings() {
+        let c = parse("boot=live findiso=/isos/debian.iso").unwrap();
+        assert_eq!(c.iso, loc(None, "/isos/debian.iso"));
+        assert_eq!(c.notes, ["read findiso= as iso=/isos/debian.iso"]);
+        let c = parse("iso-scan/filename=/u.iso").unwrap();
+        assert_eq!(c.iso, loc(None, "/u.iso"));
+        let c = parse("img_dev=/dev/disk/by-uuid/1234 img_loop=/arch.iso").unwrap();
+        assert_eq!(c.iso, loc(Some(Source::Uuid("1234".into())), "/arch.iso"));
+        assert_eq!(c.notes, ["read img_dev= + img_loop= as iso=UUID=1234:/arch.iso"]);
+        let c = parse("isofrom_device=/dev/sdb1 isofrom_system=/suse.iso").unwrap();
+        assert_eq!(c.iso, loc(Some(Source::Dev("/dev/sdb1".into())), "/suse.iso"));
+        // iso= wins over the others.
+        let c = parse("findiso=/a.iso iso=/b.iso").unwrap();
+        assert_eq!(c.iso, loc(None, "/b.iso"));
+        assert!(matches!(parse("img_dev=sdb1 img_loop=/a.iso"), Err(CmdlineError::BadValue { .. })));
+        assert!(matches!(parse("findiso=/../a.iso"), Err(CmdlineError::BadValue { .. })));
+    }
+}

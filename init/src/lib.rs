@@ -1,0 +1,22 @@
+//! isoroot-init: PID 1 of an initramfs that boots a live ISO kept as a file on a disk.
+//! `design.md` in the project's shared notes has the boot flow these modules follow.
+
+pub mod console;
+
+pub mod blockdev;
+pub mod boot;
+pub mod cmdline;
+pub mod iso9660;
+pub mod liveroot;
+pub mod locate;
+pub mod loopdev;
+pub mod modules;
+pub mod mount;
+pub mod paths;
+pub mod pid1;
+pub mod profile;
+pub mod superblock;
+pub mod switchroot;
+pub mod verify;
+
+pub use pid1::pid1;

@@ -1,0 +1,262 @@
+//! Step 4 and the first half of step 5: wait for the device that holds the ISO, mount its
+//! filesystem read-only and find the file on it.
+
+use crate::blockdev::{BlockDev, Devices};
+use crate::cmdline::{Location, Source};
+use crate::modules::Modules;
+use crate::mount::Sys;
+use crate::paths;
+use crate::superblock::FsKind;
+use anyhow::{anyhow, bail, Context, Result};
+use nix::mount::MsFlags;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the filesystem that holds the ISO is mounted (read-only).
+pub const HOST: &str = "/run/isoroot/host";
+/// Where other candidates are checked while searching, so that HOST keeps the first hit.
+const PROBE: &str = "/run/isoroot/probe";
+const POLL: Duration = Duration::from_millis(20);
+
+pub struct Found {
+    pub dev: BlockDev,
+    /// The ISO file, as reachable in the initramfs.
+    pub file: PathBuf,
+}
+
+fn matches(src: &Source, d: &BlockDev) -> bool {
+    let fs = d.fs.as_ref();
+    match src {
+        Source::Uuid(u) => fs.and_then(|f| f.uuid.as_ref()).is_some_and(|v| v.eq_ignore_ascii_case(u)),
+        Source::Label(l) => fs.and_then(|f| f.label.as_ref()) == Some(l),
+        Source::PartUuid(u) => d.partuuid.as_ref().is_some_and(|v| v.eq_ignore_ascii_case(u)),
+        Source::PartLabel(l) => d.partlabel.as_ref() == Some(l),
+        Source::Dev(p) => d.path == Path::new(p),
+    }
+}
+
+/// A label that differs only in case (FAT keeps labels in upper case): worth a hint.
+fn near_miss<'a>(src: &Source, devices: &'a Devices) -> Option<&'a BlockDev> {
+    let Source::Label(l) = src else { return None };
+    devices
+        .known
+        .values()
+        .find(|d| d.fs.as_ref().and_then(|f| f.label.as_ref()).is_some_and(|v| v.eq_ignore_ascii_case(l)))
+}
+
+/// The filesystem types isoroot can read a file from, with read-only options that really
+/// write nothing: ext4 would replay its journal even when mounted read-only, `noload`
+/// stops that.
+fn mount_args(dev: &BlockDev) -> Result<(&'static str, &'static str)> {
+    let Some(fs) = &dev.fs else {
+        bail!("{dev}: no filesystem that isoroot recognises");
+    };
+    Ok(match fs.kind {
+        FsKind::Ext4 => ("ext4", "noload"),
+        FsKind::Vfat => ("vfat", ""),
+        FsKind::Exfat => ("exfat", ""),
+        FsKind::Iso9660 => ("iso9660", ""),
+        FsKind::Udf => ("udf", ""),
+        FsKind::Ntfs => bail!(
+            "{dev} is NTFS: Debian's kernel has no NTFS driver, and this isoroot build cannot \
+             read NTFS itself yet; copy the ISO to an ext4, FAT32 or exFAT filesystem"
+        ),
+        FsKind::Squashfs | FsKind::Erofs => bail!("{dev} holds a root image, not files"),
+    })
+}
+
+fn mount_ro(sys: &mut dyn Sys, dev: &BlockDev, at: &Path) -> Result<()> {
+    let (fstype, data) = mount_args(dev)?;
+    if dev.fs.as_ref().is_some_and(|f| f.needs_recovery) {
+        crate::warn!("{dev} was not cleanly unmounted; reading it without replaying its journal");
+    }
+    sys.mkdir_all(at).with_context(|| format!("creating {}", at.display()))?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    sys.mount(&dev.path.to_string_lossy(), at, fstype, flags, data)
+        .with_context(|| format!("mounting {dev} read-only on {at} as {fstype}", at = at.display()))
+}
+
+/// Mounts `dev` at `at` and looks for `path`; unmounts again when the file is not there.
+fn open_on(sys: &mut dyn Sys, dev: &BlockDev, path: &str, at: &Path) -> Result<PathBuf> {
+    mount_ro(sys, dev, at)?;
+    let found =
+        paths::resolve_in(at, path).with_context(|| format!("resolving {path} on {dev}")).and_then(|file| {
+            match std::fs::metadata(&file) {
+                Ok(m) if m.is_file() => Ok(file),
+                Ok(_) => Err(anyhow!("{path} on {dev} is a directory, not an ISO file")),
+                Err(_) => {
+                    let (dir, names) = paths::nearest_listing(at, path);
+                    Err(anyhow!("{dev} has no file {path}\n{dir} on it holds: {}", paths::sample(&names)))
+                }
+            }
+        });
+    if found.is_err() {
+        let _ = sys.umount(at);
+    }
+    found
+}
+
+/// Waits up to `timeout` for the location's device, mounts it on [`HOST`] and returns the
+/// ISO file. Without a SOURCE every filesystem is searched, and more than one hit is a
+/// warning.
+pub fn locate(
+    sys: &mut dyn Sys,
+    loc: &Location,
+    timeout: Duration,
+    modules: &mut Modules,
+    devices: &mut Devices,
+) -> Result<Found> {
+    let start = Instant::now();
+    let host = Path::new(HOST);
+    let mut searched: Vec<String> = Vec::new();
+    let mut announced = false;
+    loop {
+        crate::pid1::poll_ctrl_alt_del();
+        modules.coldplug();
+        let fresh = devices.refresh();
+        match &loc.source {
+            Some(src) => {
+                let hits: Vec<&BlockDev> = devices.known.values().filter(|d| matches(src, d)).collect();
+                if let Some(&dev) = hits.first() {
+                    if hits.len() > 1 {
+                        let all: Vec<String> = hits.iter().map(|d| d.to_string()).collect();
+                        crate::warn!(
+                            "{} devices match {src}, using the first:\n  {}",
+                            hits.len(),
+                            all.join("\n  ")
+                        );
+                    }
+                    let dev = dev.clone();
+                    let file = open_on(sys, &dev, &loc.path, host)?;
+                    return Ok(Found { dev, file });
+                }
+            }
+            None => {
+                for name in fresh {
+                    let dev = devices.known[&name].clone();
+                    if mount_args(&dev).is_err() {
+                        continue;
+                    }
+                    match open_on(sys, &dev, &loc.path, host) {
+                        Ok(file) => {
+                            warn_other_hits(sys, devices, &dev, &loc.path);
+                            return Ok(Found { dev, file });
+                        }
+                        Err(e) => searched.push(format!("  {e:#}").replace('\n', "\n    ")),
+                    }
+                }
+            }
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(not_found(loc, timeout, devices, &searched));
+        }
+        if !announced && waited > Duration::from_secs(1) {
+            let what = match &loc.source {
+                Some(s) => format!("the block device {s}"),
+                None => format!("a block device that holds {}", loc.path),
+            };
+            crate::info!("waiting up to {} s for {what}", timeout.as_secs());
+            announced = true;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Checks the devices not yet looked at for a second copy of the file.
+fn warn_other_hits(sys: &mut dyn Sys, devices: &Devices, used: &BlockDev, path: &str) {
+    let others: Vec<String> = devices
+        .known
+        .values()
+        .filter(|d| d.name != used.name && mount_args(d).is_ok())
+        .filter(|d| {
+            let hit = open_on(sys, d, path, Path::new(PROBE)).is_ok();
+            if hit {
+                let _ = sys.umount(Path::new(PROBE));
+            }
+            hit
+        })
+        .map(|d| d.to_string())
+        .collect();
+    if !others.is_empty() {
+        crate::warn!(
+            "{path} is on more than one device; using {used}\nalso on:\n  {}\nname the device (iso=UUID=…:{path}) to choose",
+            others.join("\n  ")
+        );
+    }
+}
+
+fn not_found(loc: &Location, timeout: Duration, devices: &Devices, searched: &[String]) -> anyhow::Error {
+    let secs = timeout.as_secs();
+    let mut msg = match &loc.source {
+        Some(src) => {
+            let mut m = format!("no block device with {src} appeared within {secs} s");
+            if let Some(d) = near_miss(src, devices) {
+                m.push_str(&format!("\nhint: {d} differs only in case; labels are case-sensitive"));
+            }
+            m
+        }
+        None => format!("no filesystem holds {} (searched for {secs} s)", loc.path),
+    };
+    if !searched.is_empty() {
+        msg.push_str(&format!("\nsearched:\n{}", searched.join("\n")));
+    }
+    msg.push_str(&format!("\nblock devices seen:\n{}", devices.listing()));
+    anyhow!(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::superblock::FsInfo;
+
+    fn dev(name: &str, kind: FsKind, uuid: &str, label: &str) -> BlockDev {
+        BlockDev {
+            name: name.into(),
+            path: format!("/dev/{name}").into(),
+            size: 1 << 30,
+            fs: Some(FsInfo {
+                kind,
+                uuid: Some(uuid.into()),
+                label: Some(label.into()),
+                needs_recovery: false,
+            }),
+            partuuid: Some("abcd-01".into()),
+            partlabel: Some("data".into()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn sources_match_like_blkid() {
+        let d = dev("vda1", FsKind::Vfat, "12AB-34CD", "MY USB");
+        assert!(matches(&Source::Uuid("12ab-34cd".into()), &d));
+        assert!(matches(&Source::Label("MY USB".into()), &d));
+        assert!(!matches(&Source::Label("my usb".into()), &d));
+        assert!(matches(&Source::PartUuid("ABCD-01".into()), &d));
+        assert!(matches(&Source::PartLabel("data".into()), &d));
+        assert!(matches(&Source::Dev("/dev/vda1".into()), &d));
+        assert!(!matches(&Source::Dev("/dev/vda".into()), &d));
+    }
+
+    #[test]
+    fn timeout_message_lists_devices_and_hints_at_case() {
+        let mut devices = Devices::default();
+        devices.known.insert("vda".into(), dev("vda", FsKind::Vfat, "1234-5678", "ISOSTICK"));
+        let loc = Location { source: Some(Source::Label("isostick".into())), path: "/a.iso".into() };
+        let msg = not_found(&loc, Duration::from_secs(3), &devices, &[]).to_string();
+        assert!(msg.starts_with("no block device with LABEL=isostick appeared within 3 s"), "{msg}");
+        assert!(msg.contains("hint: /dev/vda"), "{msg}");
+        assert!(
+            msg.contains("block devices seen:\n  /dev/vda (1.0 GiB) vfat UUID=1234-5678 LABEL=\"ISOSTICK\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn ntfs_and_root_images_are_refused_with_a_reason() {
+        let e = mount_args(&dev("sda1", FsKind::Ntfs, "A", "W")).unwrap_err().to_string();
+        assert!(e.contains("no NTFS driver"), "{e}");
+        assert_eq!(mount_args(&dev("sda1", FsKind::Ext4, "A", "W")).unwrap(), ("ext4", "noload"));
+    }
+}

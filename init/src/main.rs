@@ -1,0 +1,3 @@
+fn main() {
+    isoroot_init::pid1()
+}

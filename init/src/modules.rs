@@ -1,0 +1,292 @@
+//! Kernel modules: the list `isoroot mkinitramfs` resolved on the host, then drivers for the
+//! hardware present, matched by modalias as udev would. Dependencies come from
+//! `modules.dep`, so a distro initrd's module tree works the same as isoroot's own.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub const LOAD_LIST: &str = "/etc/isoroot/modules.load";
+
+/// `-` and `_` are the same in module names.
+pub fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The module name of a path in `modules.dep`: `kernel/fs/ext4/ext4.ko.xz` → `ext4`.
+fn name_of(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    normalize(file.split(".ko").next().unwrap_or(file))
+}
+
+/// fnmatch(3) without flags, which is what modules.alias patterns need: `*`, `?`, `[…]`.
+pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p, t));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, len)) = class(&pattern[p..], text[t]) {
+                        if matched {
+                            p += len;
+                            t += 1;
+                            continue;
+                        }
+                    } else if text[t] == b'[' {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                }
+                c if c == text[t] => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, st)) => {
+                p = sp + 1;
+                t = st + 1;
+                star = Some((sp, st + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the bracket expression at the start of `pat`; returns whether it
+/// matched and the expression's length, or None if the bracket is not closed.
+fn class(pat: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(pat.get(i), Some(b'!' | b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pat.len() {
+        if pat[i] == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if i + 2 < pat.len() && pat[i + 1] == b'-' && pat[i + 2] != b']' {
+            matched |= (pat[i]..=pat[i + 2]).contains(&c);
+            i += 3;
+        } else {
+            matched |= pat[i] == c;
+            i += 1;
+        }
+    }
+    None
+}
+
+pub struct Modules {
+    dir: PathBuf,
+    /// name → (path relative to `dir`, dependency paths)
+    deps: HashMap<String, (String, Vec<String>)>,
+    aliases: Vec<(String, String)>,
+    builtin: HashSet<String>,
+    loaded: HashSet<String>,
+    modaliases_seen: HashSet<String>,
+    /// Failures, reported once when something else goes wrong.
+    pub failed: Vec<String>,
+}
+
+impl Modules {
+    /// Reads the module index for the running kernel; a missing index leaves it empty, and
+    /// that is said when a device then cannot be found.
+    pub fn open() -> Self {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = Path::new("/lib/modules").join(release);
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+        Self::from_index(dir.clone(), &read("modules.dep"), &read("modules.alias"), &read("modules.builtin"))
+    }
+
+    fn from_index(dir: PathBuf, dep: &str, alias: &str, builtin: &str) -> Self {
+        let deps = dep
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(path, rest)| {
+                let d = rest.split_whitespace().map(String::from).collect();
+                (name_of(path), (path.to_string(), d))
+            })
+            .collect();
+        let aliases = alias
+            .lines()
+            .filter_map(|l| l.strip_prefix("alias "))
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(pattern, module)| (pattern.to_string(), normalize(module)))
+            .collect();
+        let builtin = builtin.lines().map(name_of).collect();
+        Modules {
+            dir,
+            deps,
+            aliases,
+            builtin,
+            loaded: HashSet::new(),
+            modaliases_seen: HashSet::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.deps.len()
+    }
+
+    /// Loads every module named in the load list, in order.
+    pub fn load_list(&mut self, list: &Path) {
+        let Ok(text) = fs::read_to_string(list) else {
+            return;
+        };
+        for name in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            self.load(name);
+        }
+    }
+
+    /// Loads a module after its dependencies; failures are remembered, not fatal: the
+    /// device wait or the mount that needed the module says what is missing.
+    pub fn load(&mut self, name: &str) -> bool {
+        let name = normalize(name);
+        if self.loaded.contains(&name) || self.builtin.contains(&name) {
+            return true;
+        }
+        let Some((path, deps)) = self.deps.get(&name).cloned() else {
+            self.failed.push(format!("{name}: not in {}/modules.dep", self.dir.display()));
+            return false;
+        };
+        // Mark first: modules.dep has no cycles, but a broken one must not recurse forever.
+        self.loaded.insert(name.clone());
+        for dep in deps.iter().rev() {
+            self.load(&name_of(dep));
+        }
+        match insert(&self.dir.join(&path)) {
+            Ok(()) => {
+                crate::debug!("loaded module {name}");
+                true
+            }
+            Err(e) => {
+                self.failed.push(format!("{name}: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Loads drivers for every device whose modalias matches an alias of a module in the
+    /// index, as udev's coldplug would; returns how many modules it loaded.
+    pub fn coldplug(&mut self) -> usize {
+        let mut loaded = 0;
+        let mut stack = vec![PathBuf::from("/sys/devices")];
+        let mut wanted = Vec::new();
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let Ok(kind) = e.file_type() else { continue };
+                // sysfs links point back up the tree: follow directories only.
+                if kind.is_dir() {
+                    stack.push(e.path());
+                } else if e.file_name() == "modalias" {
+                    // Devices come and go while we walk: a vanished file is no error.
+                    if let Ok(alias) = fs::read_to_string(e.path()) {
+                        let alias = alias.trim().to_string();
+                        if !alias.is_empty() && self.modaliases_seen.insert(alias.clone()) {
+                            wanted.extend(self.matches(&alias));
+                        }
+                    }
+                }
+            }
+        }
+        for m in wanted {
+            if !self.loaded.contains(&m) && self.load(&m) {
+                loaded += 1;
+            }
+        }
+        loaded
+    }
+
+    fn matches(&self, modalias: &str) -> Vec<String> {
+        self.aliases
+            .iter()
+            .filter(|(pattern, _)| glob(pattern.as_bytes(), modalias.as_bytes()))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+}
+
+fn insert(path: &Path) -> Result<(), String> {
+    let name = path.to_string_lossy();
+    if [".ko.xz", ".ko.zst", ".ko.gz"].iter().any(|ext| name.ends_with(ext)) {
+        return Err(format!("{name} is compressed; this isoroot build loads uncompressed modules only"));
+    }
+    let file = fs::File::open(path).map_err(|e| format!("opening {name}: {e}"))?;
+    const NO_PARAMS: &CStr = c"";
+    match nix::kmod::finit_module(&file, NO_PARAMS, nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        // The driver has nothing to drive (crc32c-intel on a CPU without SSE 4.2): no error.
+        Err(nix::errno::Errno::ENODEV) => {
+            crate::debug!("{name}: no device for it");
+            Ok(())
+        }
+        Err(e) => Err(format!("finit_module({name}): {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_fnmatch() {
+        let cases = [
+            ("pci:v00001AF4d*sv*sd*bc*sc*i*", "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00", true),
+            ("virtio:d00000002v*", "virtio:d00000002v00001AF4", true),
+            ("virtio:d00000002v*", "virtio:d00000003v00001AF4", false),
+            ("a?c", "abc", true),
+            ("a[0-9]c", "a5c", true),
+            ("a[!0-9]c", "a5c", false),
+            ("a[]]c", "a]c", true),
+            ("*", "", true),
+            ("a*", "", false),
+            ("*b*b", "abxbb", true),
+            ("a[b", "a[b", true),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(glob(p.as_bytes(), t.as_bytes()), want, "{p} ~ {t}");
+        }
+    }
+
+    #[test]
+    fn index_and_names() {
+        let m = Modules::from_index(
+            "/x".into(),
+            "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/lib/crc16.ko\nkernel/drivers/block/virtio_blk.ko.xz:\n",
+            "alias virtio:d00000002v* virtio_blk\nalias fs-ext4 ext4\nalias pci:v*d*sv*sd*bc01sc06i01* ahci\n",
+            "kernel/drivers/block/loop.ko\n",
+        );
+        assert_eq!(m.count(), 2);
+        assert_eq!(m.deps["ext4"].1, ["kernel/fs/jbd2/jbd2.ko", "kernel/lib/crc16.ko"]);
+        assert_eq!(m.matches("virtio:d00000002v00001AF4"), ["virtio_blk"]);
+        assert!(m
+            .matches("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01")
+            .contains(&"ahci".to_string()));
+        assert!(m.builtin.contains("loop"));
+        assert_eq!(name_of("kernel/drivers/usb/storage/usb-storage.ko"), "usb_storage");
+    }
+}

@@ -1,0 +1,149 @@
+//! The privileged operations that assemble a root, behind a trait so that the assembly can
+//! be unit-tested without root (youki's `Syscall` pattern); [`Linux`] does them for real
+//! and remembers its mounts so that a failed attempt can be undone before a retry.
+
+use crate::loopdev::{self, Window};
+use crate::superblock::{self, FsInfo};
+use nix::mount::{MntFlags, MsFlags};
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub trait Sys {
+    fn mount(&mut self, src: &str, target: &Path, fstype: &str, flags: MsFlags, data: &str)
+        -> io::Result<()>;
+    /// Moves a mount (MS_MOVE).
+    fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Unmounts (lazily: nothing here keeps files open that matter).
+    fn umount(&mut self, target: &Path) -> io::Result<()>;
+    fn mkdir_all(&mut self, path: &Path) -> io::Result<()>;
+    /// A read-only loop device on (a window of) a file.
+    fn attach_loop(&mut self, file: &Path, window: Window) -> io::Result<PathBuf>;
+    fn probe(&mut self, path: &Path) -> io::Result<Option<FsInfo>>;
+}
+
+/// The real thing.
+#[derive(Default)]
+pub struct Linux {
+    mounted: Vec<PathBuf>,
+    /// Loop devices stay open until their mounts hold them (see [`loopdev::LoopDevice`]).
+    loops: Vec<loopdev::LoopDevice>,
+}
+
+impl Sys for Linux {
+    fn mount(
+        &mut self,
+        src: &str,
+        target: &Path,
+        fstype: &str,
+        flags: MsFlags,
+        data: &str,
+    ) -> io::Result<()> {
+        let data = (!data.is_empty()).then_some(data);
+        nix::mount::mount(Some(src), target, Some(fstype), flags, data)?;
+        self.mounted.push(target.to_path_buf());
+        Ok(())
+    }
+
+    fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        nix::mount::mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+        // Mounts below `from` moved with it.
+        for m in &mut self.mounted {
+            if let Ok(rest) = m.strip_prefix(from) {
+                *m = to.join(rest);
+            }
+        }
+        Ok(())
+    }
+
+    fn umount(&mut self, target: &Path) -> io::Result<()> {
+        nix::mount::umount2(target, MntFlags::MNT_DETACH)?;
+        self.mounted.retain(|m| m != target);
+        Ok(())
+    }
+
+    fn mkdir_all(&mut self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn attach_loop(&mut self, file: &Path, window: Window) -> io::Result<PathBuf> {
+        let dev = loopdev::attach(file, window)?;
+        let path = dev.path.clone();
+        self.loops.push(dev);
+        Ok(path)
+    }
+
+    fn probe(&mut self, path: &Path) -> io::Result<Option<FsInfo>> {
+        superblock::probe(&std::fs::File::open(path)?)
+    }
+}
+
+impl Linux {
+    /// Unmounts, newest first, everything this boot attempt mounted; loop devices go with
+    /// their mounts (autoclear).
+    pub fn undo(&mut self) {
+        while let Some(m) = self.mounted.pop() {
+            if let Err(e) = nix::mount::umount2(&m, MntFlags::MNT_DETACH) {
+                crate::debug!("unmounting {}: {e}", m.display());
+            }
+        }
+        self.loops.clear();
+    }
+
+    /// Forgets mounts that now belong to the new root.
+    pub fn keep(&mut self) {
+        self.mounted.clear();
+        self.loops.clear();
+    }
+}
+
+#[cfg(test)]
+pub mod recording {
+    //! A [`Sys`] that records calls and succeeds, for tests.
+    use super::*;
+    use crate::superblock::FsKind;
+
+    #[derive(Debug, Default)]
+    pub struct Recorder {
+        pub calls: Vec<String>,
+        pub loops: usize,
+    }
+
+    impl Sys for Recorder {
+        fn mount(
+            &mut self,
+            src: &str,
+            target: &Path,
+            fstype: &str,
+            flags: MsFlags,
+            data: &str,
+        ) -> io::Result<()> {
+            let ro = if flags.contains(MsFlags::MS_RDONLY) { " ro" } else { "" };
+            self.calls
+                .push(format!("mount {src} {} {fstype}{ro} {data}", target.display()).trim_end().into());
+            Ok(())
+        }
+        fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+            self.calls.push(format!("move {} {}", from.display(), to.display()));
+            Ok(())
+        }
+        fn umount(&mut self, target: &Path) -> io::Result<()> {
+            self.calls.push(format!("umount {}", target.display()));
+            Ok(())
+        }
+        fn mkdir_all(&mut self, path: &Path) -> io::Result<()> {
+            self.calls.push(format!("mkdir {}", path.display()));
+            Ok(())
+        }
+        fn attach_loop(&mut self, file: &Path, window: Window) -> io::Result<PathBuf> {
+            let dev = format!("/dev/loop{}", self.loops);
+            self.loops += 1;
+            self.calls.push(format!("loop {dev} {} {}+{}", file.display(), window.offset, window.size));
+            Ok(dev.into())
+        }
+        fn probe(&mut self, path: &Path) -> io::Result<Option<FsInfo>> {
+            let kind =
+                if path.to_string_lossy().ends_with(".erofs") { FsKind::Erofs } else { FsKind::Squashfs };
+            Ok(Some(FsInfo { kind, uuid: None, label: None, needs_recovery: false }))
+        }
+    }
+}

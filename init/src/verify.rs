@@ -1,0 +1,70 @@
+//! `iso.sha256=`: the whole image checked before anything trusts it.
+
+use crate::blockdev::human_size;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn sha256(mut file: &std::fs::File, len: u64, want: &[u8; 32], name: &str) -> Result<()> {
+    let start = Instant::now();
+    let mut last = start;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {name}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            let rate = done as f64 / start.elapsed().as_secs_f64();
+            crate::info!(
+                "checking sha256 of {name}: {}% ({} of {}, {}/s)",
+                done * 100 / len.max(1),
+                human_size(done),
+                human_size(len),
+                human_size(rate as u64)
+            );
+        }
+    }
+    let got: [u8; 32] = hasher.finalize().into();
+    if &got != want {
+        bail!(
+            "{name} fails its check: iso.sha256= expects {}, the file's sha256 is {}; \
+             the copy is damaged or it is another file",
+            hex(want),
+            hex(&got)
+        );
+    }
+    crate::info!("sha256 of {name} matches ({:.1} s)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mismatch_names_both_sums() {
+        let path = std::env::temp_dir().join(format!("isoroot-sha-{}", std::process::id()));
+        std::fs::write(&path, b"abc").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let abc = hex_to(b"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        super::sha256(&f, 3, &abc, "/a.iso").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let e = super::sha256(&f, 3, &[0; 32], "/a.iso").unwrap_err().to_string();
+        assert!(e.contains("the file's sha256 is ba7816bf"), "{e}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    fn hex_to(h: &[u8]) -> [u8; 32] {
+        let s = std::str::from_utf8(h).unwrap();
+        std::array::from_fn(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+    }
+}

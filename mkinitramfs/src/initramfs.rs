@@ -1,0 +1,145 @@
+//! `isoroot mkinitramfs`: the init, the profiles, the modules, written as one newc archive.
+
+use crate::cpio::Archive;
+use crate::kmods;
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compress {
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+}
+
+pub struct Options {
+    pub out: PathBuf,
+    pub kver: String,
+    pub modules_dir: PathBuf,
+    pub no_modules: bool,
+    pub compress: Compress,
+    pub init: PathBuf,
+    pub rescue_shell: Option<PathBuf>,
+    pub profiles: Vec<PathBuf>,
+    pub add_modules: Vec<String>,
+}
+
+/// Where the isoroot-init binary is looked for when `--init` is not given: beside this
+/// program (an install), or where `cargo xtask build` puts it.
+pub fn default_init() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join("isoroot-init"),
+        dir.join("../x86_64-unknown-linux-gnu/release/isoroot-init"),
+        PathBuf::from("/usr/lib/isoroot/isoroot-init"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn add_modules(a: &mut Archive, o: &Options) -> Result<()> {
+    let set = kmods::resolve(&o.modules_dir, &o.add_modules)?;
+    for m in &set.missing {
+        eprintln!("isoroot: note: kernel {} has no module {m}; skipped", o.kver);
+    }
+    let base = format!("lib/modules/{}", o.kver);
+    let mut dep = String::new();
+    for (rel, deps) in &set.files {
+        a.file(&format!("{base}/{rel}"), read(&o.modules_dir.join(rel))?, 0o644);
+        dep.push_str(&format!("{rel}: {}\n", deps.join(" ")));
+    }
+    let alias = std::fs::read_to_string(o.modules_dir.join("modules.alias")).unwrap_or_default();
+    a.file(&format!("{base}/modules.dep"), dep.into_bytes(), 0o644);
+    a.file(&format!("{base}/modules.alias"), kmods::filter_aliases(&alias, &set).into_bytes(), 0o644);
+    let builtin = std::fs::read(o.modules_dir.join("modules.builtin")).unwrap_or_default();
+    a.file(&format!("{base}/modules.builtin"), builtin, 0o644);
+    let mut load = set.load.join("\n");
+    load.push('\n');
+    a.file("etc/isoroot/modules.load", load.into_bytes(), 0o644);
+    eprintln!("isoroot: {} modules for {}, {} loaded at every boot", set.files.len(), o.kver, set.load.len());
+    Ok(())
+}
+
+fn add_shell(a: &mut Archive, busybox: &Path) -> Result<()> {
+    a.file("bin/busybox", read(busybox)?, 0o755);
+    a.symlink("bin/sh", "busybox");
+    // Every applet as a link, so the shell has ls, mount, cat… under their own names.
+    let list = Command::new(busybox).arg("--list").output();
+    let applets = match list {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => String::new(),
+    };
+    for applet in applets.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains('/')) {
+        if !a.contains(&format!("bin/{applet}")) {
+            a.symlink(&format!("bin/{applet}"), "busybox");
+        }
+    }
+    Ok(())
+}
+
+pub fn build(o: &Options) -> Result<()> {
+    let mut a = Archive::default();
+    for d in ["dev", "proc", "sys", "run", "newroot", "etc/isoroot/profiles"] {
+        a.dir(d);
+    }
+    a.char_dev("dev/console", 5, 1, 0o600);
+    a.file("isoroot/init", read(&o.init)?, 0o755);
+    a.file(
+        "etc/initrd-release",
+        format!("NAME=isoroot\nID=isoroot\nVERSION_ID={}\n", env!("CARGO_PKG_VERSION")).into_bytes(),
+        0o644,
+    );
+    for path in &o.profiles {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let p = isoroot_profiles::from_yaml(&text).with_context(|| format!("profile {}", path.display()))?;
+        let compact = isoroot_profiles::to_compact(std::slice::from_ref(&p));
+        a.file(&format!("etc/isoroot/profiles/{}.profile", p.name), compact.into_bytes(), 0o644);
+    }
+    if !o.no_modules {
+        // Standalone: isoroot is the initramfs' /init. Appended to a distro's initrd it
+        // must not replace the distro's /init; boot entries use rdinit=/isoroot/init.
+        a.symlink("init", "isoroot/init");
+        add_modules(&mut a, o)?;
+    }
+    if let Some(sh) = &o.rescue_shell {
+        add_shell(&mut a, sh)?;
+    }
+    write(&a, &o.out, o.compress)
+}
+
+/// Writes next to the target and renames, so that a failed run leaves no half archive.
+fn write(a: &Archive, out: &Path, compress: Compress) -> Result<()> {
+    let mut raw = Vec::new();
+    a.write(&mut raw)?;
+    let data = match compress {
+        Compress::None => raw,
+        Compress::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&raw)?;
+            e.finish()?
+        }
+        Compress::Zstd => zstd::encode_all(&raw[..], 10)?,
+        Compress::Xz => {
+            // The kernel's xz decoder checks CRC32 only.
+            let stream = xz2::stream::Stream::new_easy_encoder(6, xz2::stream::Check::Crc32)?;
+            let mut e = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
+            e.write_all(&raw)?;
+            e.finish()?
+        }
+    };
+    let Some(name) = out.file_name() else {
+        bail!("{} is not a file name", out.display());
+    };
+    let tmp = out.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    Ok(())
+}

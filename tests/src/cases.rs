@@ -1,0 +1,192 @@
+//! The boot cases: what is attached, what the kernel is told, and what the console must say.
+
+use crate::fixtures::{Fixtures, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_LABEL};
+use crate::qemu::{Accel, Vm, VmSpec};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Generous for TCG on a loaded two-core machine: a boot takes 8–15 s there.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// After a failure message, how long the VM must keep running without a panic.
+const STAYS_UP: Duration = Duration::from_secs(3);
+
+pub enum Expect {
+    /// The booted root's whole marker line.
+    Marker(String),
+    /// A failed boot: every one of these on the console, then the VM stays up.
+    Failure(Vec<String>),
+}
+
+pub struct Case {
+    pub name: &'static str,
+    pub disks: Vec<&'static str>,
+    pub append: String,
+    pub rescue_shell: bool,
+    pub expect: Expect,
+}
+
+fn marker(profile: &str, medium: &str, top: &str, layers: &str) -> Expect {
+    Expect::Marker(format!(
+        "ISOROOT-OK profile={profile} root=overlay medium={medium}:iso9660 top={top} layers={layers}"
+    ))
+}
+
+fn failure(lines: &[&str]) -> Expect {
+    Expect::Failure(lines.iter().map(|s| s.to_string()).collect())
+}
+
+pub fn all() -> Vec<Case> {
+    let debian = || marker("debian-live", "/run/live/medium", "debian", "debian");
+    let ubuntu = || {
+        marker(
+            "ubuntu-casper",
+            "/cdrom",
+            "minimal.standard.live",
+            "minimal,minimal.standard,minimal.standard.live",
+        )
+    };
+    let case = |name, disks: &[&'static str], append: String, expect| Case {
+        name,
+        disks: disks.to_vec(),
+        append,
+        rescue_shell: false,
+        expect,
+    };
+    vec![
+        case("debian-live on ext4 by UUID", &["ext4-debian"], format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"), debian()),
+        case("ubuntu layers on FAT32 by LABEL", &["fat32-ubuntu"], format!("iso=LABEL={FAT_LABEL}:/isos/ubuntu.iso"), ubuntu()),
+        case(
+            "generic on exFAT, spaces in label and path",
+            &["exfat-generic"],
+            format!("iso=\"LABEL={EXFAT_LABEL}:{EXFAT_PATH}\""),
+            marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"),
+        ),
+        case("search every disk (no SOURCE)", &["ext4-empty", "ext4-debian"], "iso=/isos/debian-live.iso".into(), debian()),
+        case(
+            "archiso spelling img_dev= img_loop=",
+            &["fat32-ubuntu"],
+            format!("img_dev=/dev/disk/by-label/{FAT_LABEL} img_loop=/isos/ubuntu.iso"),
+            ubuntu(),
+        ),
+        case(
+            "no such file",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/nope.iso"),
+            failure(&[
+                "has no file /isos/nope.iso",
+                "/isos on it holds: debian-live.iso, notiso.iso",
+                "rebooting in 120 s",
+            ]),
+        ),
+        case(
+            "wrong UUID",
+            &["ext4-debian", "ext4-empty"],
+            "iso=UUID=deadbeef-0000-0000-0000-000000000000:/isos/debian-live.iso iso.timeout=3".into(),
+            failure(&[
+                "no block device with UUID=deadbeef-0000-0000-0000-000000000000 appeared within 3 s",
+                &format!("/dev/vda (64.0 MiB) ext4 UUID={EXT4_UUID} LABEL=\"isodisk\""),
+                &format!("/dev/vdb (64.0 MiB) ext4 UUID={EMPTY_UUID} LABEL=\"empty\""),
+            ]),
+        ),
+        case(
+            "a file that is not an ISO",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/notiso.iso"),
+            failure(&["/isos/notiso.iso is not an ISO 9660 or UDF image: expected \"CD001\" at byte 32769, found \"ZZZZZ\""]),
+        ),
+        Case {
+            rescue_shell: true,
+            ..case(
+                "bad cmdline value, rescue shell",
+                &["ext4-debian"],
+                format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.timeout=soon"),
+                failure(&[
+                    "bad value for iso.timeout: expected whole seconds from 0 to 3600, found \"soon\"",
+                    "starting a rescue shell (/bin/sh); type `exit` to retry the boot",
+                ]),
+            )
+        },
+    ]
+}
+
+pub struct Outcome {
+    pub name: &'static str,
+    pub result: Result<(), String>,
+    pub secs: f64,
+}
+
+fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), String> {
+    let spec = VmSpec {
+        kernel: f.kernel.clone(),
+        initrd: Some(if case.rescue_shell { f.initrd_rescue.clone() } else { f.initrd.clone() }),
+        append: format!("console=ttyS0 panic=-1 {}", case.append),
+        disks: case.disks.iter().map(|d| f.disks[d].clone()).collect(),
+        accel,
+        echo,
+    };
+    let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
+    let log = f.dir.join(format!("{}.log", case.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")));
+    let result = check(&mut vm, &case.expect);
+    vm.save(&log);
+    result.map_err(|e| format!("{e}\n  console: {}", log.display()))
+}
+
+fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
+    match expect {
+        Expect::Marker(want) => {
+            vm.wait_for_any(&["ISOROOT-OK"], BOOT_TIMEOUT)?;
+            // The line may still be arriving.
+            std::thread::sleep(Duration::from_millis(300));
+            let text = vm.console();
+            let got = text.lines().find(|l| l.starts_with("ISOROOT-OK")).unwrap_or_default();
+            if got != want {
+                return Err(format!("marker differs:\n  want: {want}\n  got:  {got}"));
+            }
+            Ok(())
+        }
+        Expect::Failure(lines) => {
+            for line in lines {
+                vm.wait_for_any(&[line], BOOT_TIMEOUT).map_err(|e| format!("waiting for {line:?}: {e}"))?;
+            }
+            std::thread::sleep(STAYS_UP);
+            if vm.console().contains("Kernel panic") {
+                return Err("the kernel panicked after the message".into());
+            }
+            if !vm.running() {
+                return Err("the VM stopped instead of waiting for the user".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs the cases whose names contain `filter`, `jobs` at a time.
+pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec<Outcome> {
+    let cases: Vec<Case> = all().into_iter().filter(|c| filter.is_none_or(|s| c.name.contains(s))).collect();
+    let next = AtomicUsize::new(0);
+    let outcomes = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(case) = cases.get(i) else { break };
+                let start = Instant::now();
+                let result = run_one(f, case, accel, false);
+                let secs = start.elapsed().as_secs_f64();
+                match &result {
+                    Ok(()) => println!("ok     {} ({secs:.1} s)", case.name),
+                    Err(e) => println!("FAILED {} ({secs:.1} s): {e}", case.name),
+                }
+                outcomes.lock().unwrap().push(Outcome { name: case.name, result, secs });
+            });
+        }
+    });
+    outcomes.into_inner().unwrap()
+}
+
+/// The demo: the debian-live case with the console on this terminal.
+pub fn demo(f: &Fixtures, accel: Accel) -> Result<(), String> {
+    let case = all().into_iter().next().expect("the first case is debian-live");
+    run_one(f, &case, accel, true)
+}

@@ -1,0 +1,251 @@
+//! Test fixtures, made the way a user's would be: a busybox root in squashfs images, ISOs
+//! by xorriso in each distro's layout, and disk images formatted by mkfs and mtools.
+
+use crate::sh::{cmd, run};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const EXT4_UUID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+pub const EMPTY_UUID: &str = "11111111-2222-3333-4444-555555555555";
+pub const FAT_LABEL: &str = "ISOSTICK";
+pub const EXFAT_LABEL: &str = "EXFAT STICK";
+pub const EXFAT_PATH: &str = "/my isos/generic live.iso";
+
+pub struct Fixtures {
+    pub dir: PathBuf,
+    pub kernel: PathBuf,
+    pub kver: String,
+    /// The standalone initramfs, without and with a rescue shell.
+    pub initrd: PathBuf,
+    pub initrd_rescue: PathBuf,
+    pub disks: BTreeMap<&'static str, PathBuf>,
+}
+
+/// The newest Debian kernel installed (package linux-image-amd64) and its version.
+pub fn kernel() -> Result<(PathBuf, String)> {
+    let mut found: Vec<(String, PathBuf)> = fs::read_dir("/boot")
+        .context("reading /boot")?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kver = name.strip_prefix("vmlinuz-")?.to_string();
+            Path::new("/lib/modules").join(&kver).join("modules.dep").exists().then(|| (kver, e.path()))
+        })
+        .collect();
+    found.sort_by_key(|(kver, _)| version_key(kver));
+    match found.pop() {
+        Some((kver, path)) => Ok((path, kver)),
+        None => bail!("no kernel with modules in /boot and /lib/modules: apt-get install linux-image-amd64"),
+    }
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect()
+}
+
+/// A busybox root whose /sbin/init prints the test marker. Each layer of a layered ISO
+/// writes its name to /etc/fixture-top (the visible one is the top layer) and a file of its
+/// own to /etc/fixture-layers/ (the list shows which layers are mounted).
+fn root(dir: &Path, name: &str, full: bool) -> Result<()> {
+    fs::create_dir_all(dir.join("etc/fixture-layers"))?;
+    fs::write(dir.join("etc/fixture-top"), format!("{name}\n"))?;
+    fs::write(dir.join("etc/fixture-layers").join(name), "")?;
+    if !full {
+        return Ok(());
+    }
+    for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp"] {
+        fs::create_dir_all(dir.join(d))?;
+    }
+    fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .context("copying /bin/busybox (package busybox-static)")?;
+    let list = cmd("/bin/busybox", ["--list"])?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
+    }
+    let init = dir.join("sbin/init");
+    fs::copy(crate::root().join("tests/fixtures/init.sh"), &init)?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+fn squashfs(src: &Path, out: &Path) -> Result<()> {
+    fs::create_dir_all(out.parent().unwrap())?;
+    run(Command::new("mksquashfs").arg(src).arg(out).args([
+        "-noappend",
+        "-quiet",
+        "-all-root",
+        "-no-progress",
+    ]))?;
+    Ok(())
+}
+
+fn iso(tree: &Path, label: &str, out: &Path) -> Result<()> {
+    fs::create_dir_all(tree.join(".disk"))?;
+    fs::write(tree.join(".disk/info"), format!("{label} (isoroot test fixture)\n"))?;
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-V", label, "-o"])
+        .arg(out)
+        .arg(tree))?;
+    Ok(())
+}
+
+/// A root image for each layer name, in `dir` of the ISO tree.
+fn layers(work: &Path, tree_dir: &Path, names: &[(&str, bool)]) -> Result<()> {
+    for (name, full) in names {
+        let src = work.join("roots").join(name);
+        root(&src, name, *full)?;
+        squashfs(&src, &tree_dir.join(format!("{name}.squashfs")))?;
+    }
+    Ok(())
+}
+
+fn ext4(stage: &Path, uuid: &str, label: &str, out: &Path) -> Result<()> {
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(stage)
+        .args(["-U", uuid, "-L", label])
+        .arg(out)
+        .arg("64M"))?;
+    Ok(())
+}
+
+/// An MBR-partitioned stick with one FAT32 partition, filled by mtools (no mount needed).
+fn fat32(files: &[(&str, &Path)], label: &str, out: &Path) -> Result<()> {
+    fs::File::create(out)?.set_len(96 << 20)?;
+    let mut sfdisk = Command::new("sfdisk");
+    sfdisk.arg("--quiet").arg(out).stdin(std::process::Stdio::piped());
+    let mut child = sfdisk.spawn().context("starting sfdisk (package fdisk)")?;
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"label: dos\nstart=2048, type=c\n")?;
+    if !child.wait()?.success() {
+        bail!("sfdisk failed on {}", out.display());
+    }
+    let part = format!("{}@@1M", out.display());
+    cmd("mformat", ["-i", &part, "-F", "-v", label, "::"])?;
+    for (dest, src) in files {
+        let dir = Path::new(dest).parent().unwrap().to_string_lossy().into_owned();
+        if dir != "/" {
+            // mmd fails on an existing directory; each fixture makes each directory once.
+            cmd("mmd", ["-i", &part, &format!("::{dir}")])?;
+        }
+        run(Command::new("mcopy").args(["-i", &part]).arg(src).arg(format!("::{dest}")))?;
+    }
+    Ok(())
+}
+
+/// exFAT has no `-d` option and no mtools: the image is filled through FUSE on a loop
+/// device (needs root), which is released whatever happens.
+fn exfat(files: &[(&str, &Path)], label: &str, out: &Path, work: &Path) -> Result<()> {
+    fs::File::create(out)?.set_len(64 << 20)?;
+    run(Command::new("mkfs.exfat").args(["-L", label]).arg(out))?;
+    let dev = String::from_utf8(run(Command::new("losetup").args(["-f", "--show"]).arg(out))?.stdout)?
+        .trim()
+        .to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _loop = Detach(dev.clone());
+    let mnt = work.join("exfat-mnt");
+    fs::create_dir_all(&mnt)?;
+    run(Command::new("mount.exfat-fuse").arg(&dev).arg(&mnt))?;
+    let copied = files.iter().try_for_each(|(dest, src)| -> Result<()> {
+        let target = mnt.join(dest.trim_start_matches('/'));
+        fs::create_dir_all(target.parent().unwrap())?;
+        fs::copy(src, &target).with_context(|| format!("copying to {}", target.display()))?;
+        Ok(())
+    });
+    run(Command::new("umount").arg(&mnt))?;
+    copied
+}
+
+pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
+    let dir = crate::target().join("isoroot-tests");
+    let work = dir.join("work");
+    if work.exists() {
+        fs::remove_dir_all(&work)?;
+    }
+    fs::create_dir_all(&work)?;
+    let isos = work.join("isos");
+    fs::create_dir_all(&isos)?;
+
+    // debian-live: live-build's layout.
+    let tree = work.join("tree-debian");
+    layers(&work, &tree.join("live"), &[("debian", true)])?;
+    fs::write(tree.join("live/vmlinuz"), "not a kernel")?;
+    let debian = isos.join("debian-live.iso");
+    iso(&tree, "d-live 12.8.0 st amd64", &debian)?;
+
+    // Ubuntu ≥ 23.10: a chain of layers beside language and secure-boot layers that must
+    // not be mounted.
+    let tree = work.join("tree-ubuntu");
+    layers(
+        &work,
+        &tree.join("casper"),
+        &[
+            ("minimal", true),
+            ("minimal.standard", false),
+            ("minimal.standard.live", false),
+            ("minimal.en", false),
+            ("minimal.standard.en", false),
+            ("minimal.enhanced-secureboot", false),
+        ],
+    )?;
+    let ubuntu = isos.join("ubuntu.iso");
+    iso(&tree, "Ubuntu 24.04.1 LTS amd64", &ubuntu)?;
+
+    // Anything else: one squashfs at a well-known path.
+    let tree = work.join("tree-generic");
+    layers(&work, &tree.join("images"), &[("rootfs", true)])?;
+    let generic = isos.join("generic.iso");
+    iso(&tree, "GENERIC", &generic)?;
+
+    let notiso = isos.join("notiso.iso");
+    fs::write(&notiso, vec![0x5a; 1 << 20])?;
+
+    let mut disks = BTreeMap::new();
+    let stage = work.join("stage-ext4");
+    fs::create_dir_all(stage.join("isos"))?;
+    fs::copy(&debian, stage.join("isos/debian-live.iso"))?;
+    fs::copy(&notiso, stage.join("isos/notiso.iso"))?;
+    let img = dir.join("ext4-debian.img");
+    ext4(&stage, EXT4_UUID, "isodisk", &img)?;
+    disks.insert("ext4-debian", img);
+
+    let stage = work.join("stage-empty");
+    fs::create_dir_all(stage.join("other"))?;
+    fs::write(stage.join("other/readme.txt"), "no ISO here\n")?;
+    let img = dir.join("ext4-empty.img");
+    ext4(&stage, EMPTY_UUID, "empty", &img)?;
+    disks.insert("ext4-empty", img);
+
+    let img = dir.join("fat32-ubuntu.img");
+    fat32(&[("/isos/ubuntu.iso", &ubuntu)], FAT_LABEL, &img)?;
+    disks.insert("fat32-ubuntu", img);
+
+    let img = dir.join("exfat-generic.img");
+    exfat(&[(EXFAT_PATH, &generic)], EXFAT_LABEL, &img, &work)?;
+    disks.insert("exfat-generic", img);
+
+    let (kernel, kver) = kernel()?;
+    let mk = |out: &Path, rescue: bool| -> Result<()> {
+        let mut c = Command::new(isoroot);
+        c.args(["mkinitramfs", "-k", &kver, "--init"]).arg(init).arg("-o").arg(out);
+        if rescue {
+            c.args(["--rescue-shell", "/bin/busybox"]);
+        }
+        run(&mut c).map(drop)
+    };
+    let initrd = dir.join("initrd.img");
+    let initrd_rescue = dir.join("initrd-rescue.img");
+    mk(&initrd, false)?;
+    mk(&initrd_rescue, true)?;
+    fs::remove_dir_all(&work)?;
+    Ok(Fixtures { dir, kernel, kver, initrd, initrd_rescue, disks })
+}

@@ -1,0 +1,147 @@
+//! Booting a VM and reading its serial console.
+
+use anyhow::{Context, Result};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// KVM when a trial boot under it reaches the kernel's "no root" panic quickly; the CI
+/// machines have a /dev/kvm that aborts or hangs, so its existence proves nothing.
+pub fn detect_accel(kernel: &Path) -> Accel {
+    if !Path::new("/dev/kvm").exists() {
+        return Accel::Tcg;
+    }
+    let spec = VmSpec {
+        kernel: kernel.to_path_buf(),
+        initrd: None,
+        append: "console=ttyS0 panic=-1".into(),
+        disks: vec![],
+        accel: Accel::Kvm,
+        echo: false,
+    };
+    let works = Vm::start(&spec)
+        .is_ok_and(|mut vm| vm.wait_for_any(&["Kernel panic"], Duration::from_secs(15)).is_ok());
+    if works {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    }
+}
+
+pub struct VmSpec {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub append: String,
+    /// Raw images, attached read-only as virtio disks in this order (vda, vdb, …).
+    pub disks: Vec<PathBuf>,
+    pub accel: Accel,
+    /// Copy the console to this terminal as it arrives.
+    pub echo: bool,
+}
+
+pub struct Vm {
+    child: Child,
+    console: Arc<Mutex<String>>,
+}
+
+impl Vm {
+    pub fn start(spec: &VmSpec) -> Result<Vm> {
+        let mut c = Command::new("qemu-system-x86_64");
+        match spec.accel {
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => c.args(["-accel", "tcg"]),
+        };
+        c.args(["-m", "512", "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
+        c.arg("-kernel").arg(&spec.kernel).arg("-append").arg(&spec.append);
+        if let Some(initrd) = &spec.initrd {
+            c.arg("-initrd").arg(initrd);
+        }
+        for d in &spec.disks {
+            c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", d.display()));
+        }
+        // CI has no standard input; QEMU must not wait on one.
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
+        let console = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let console = Arc::clone(&console);
+            let echo = spec.echo;
+            std::thread::spawn(move || pump(stream, &console, echo));
+        }
+        Ok(Vm { child, console })
+    }
+
+    pub fn console(&self) -> String {
+        self.console.lock().unwrap().clone()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits until the console holds one of `needles`; returns it. Errors when the kernel
+    /// panics, QEMU exits, or time runs out.
+    pub fn wait_for_any(&mut self, needles: &[&str], timeout: Duration) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            let text = self.console();
+            if let Some(n) = needles.iter().find(|n| text.contains(**n)) {
+                return Ok(n.to_string());
+            }
+            if text.contains("Kernel panic") {
+                return Err("the kernel panicked".into());
+            }
+            if !self.running() {
+                // Let the readers drain what QEMU wrote last.
+                std::thread::sleep(Duration::from_millis(200));
+                if let Some(n) = needles.iter().find(|n| self.console().contains(**n)) {
+                    return Ok(n.to_string());
+                }
+                return Err("QEMU exited".into());
+            }
+            if start.elapsed() > timeout {
+                return Err(format!("nothing after {} s", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn save(&self, path: &Path) {
+        let _ = std::fs::write(path, self.console());
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pump(mut from: Box<dyn Read + Send>, to: &Mutex<String>, echo: bool) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+        if echo {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
+        to.lock().unwrap().push_str(&text);
+    }
+}

@@ -1,0 +1,161 @@
+//! `cargo xtask build|test|demo`. Each installs the Debian packages it needs (as root, with
+//! apt-get), so that a fresh Debian 12 machine with Rust needs nothing else.
+
+use anyhow::{bail, Context, Result};
+use isoroot_tests::{cases, fixtures, qemu, sh::run, target};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// What the build and the tests need: libkmod and libclang for the host tool (the `kmod`
+/// crate generates its bindings), the rest for fixtures and boots.
+const PACKAGES: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "libkmod-dev",
+    "libclang-dev",
+    "linux-image-amd64",
+    "qemu-system-x86",
+    "busybox-static",
+    "squashfs-tools",
+    "xorriso",
+    "e2fsprogs",
+    "dosfstools",
+    "mtools",
+    "fdisk",
+    "exfatprogs",
+    "exfat-fuse",
+    "file",
+];
+
+const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: cargo xtask <command>\n\
+         \n  build          build isoroot (host tool) and isoroot-init (static)\
+         \n  test [FILTER]  unit tests, then the QEMU boot tests (names containing FILTER)\
+         \n  demo           boot a sample debian-live ISO from an ext4 disk in QEMU\
+         \n  deps           install the Debian packages the above need"
+    );
+    std::process::exit(2)
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn deps() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {}\nrun as root: apt-get install {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Builds both binaries; returns (isoroot, isoroot-init).
+fn build() -> Result<(PathBuf, PathBuf)> {
+    let status = cargo().args(["build", "--release", "-p", "isoroot"]).status()?;
+    if !status.success() {
+        bail!("building isoroot failed");
+    }
+    // Static and non-PIE so that `file` says "statically linked"; set for this target only,
+    // so build scripts (run on the host) are unaffected.
+    let status = cargo()
+        .args(["build", "--release", "-p", "isoroot-init", "--target", INIT_TARGET])
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static -C relocation-model=static",
+        )
+        .status()?;
+    if !status.success() {
+        bail!("building isoroot-init failed");
+    }
+    let init = target().join(INIT_TARGET).join("release/isoroot-init");
+    let file = run(Command::new("file").arg(&init))?;
+    let described = String::from_utf8_lossy(&file.stdout);
+    if !described.contains("statically linked") {
+        bail!("{} is not statically linked: {described}", init.display());
+    }
+    Ok((target().join("release/isoroot"), init))
+}
+
+fn test(filter: Option<&str>) -> Result<()> {
+    deps()?;
+    let status = cargo().args(["test", "--workspace", "--quiet"]).status()?;
+    if !status.success() {
+        bail!("unit tests failed");
+    }
+    let (isoroot, init) = build()?;
+    let f = fixtures::build(&isoroot, &init).context("building the fixtures")?;
+    let accel = qemu::detect_accel(&f.kernel);
+    println!("QEMU boot tests: kernel {} ({:?}), fixtures in {}", f.kver, accel, f.dir.display());
+    let outcomes = cases::run(&f, accel, filter, 2);
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let total: f64 = outcomes.iter().map(|o| o.secs).sum();
+    println!("QEMU boot tests took {total:.0} s of VM time");
+    // The plain closing line that CI reads.
+    println!("qemu: {} passed, {failed} failed", outcomes.len() - failed);
+    if outcomes.is_empty() {
+        bail!("no QEMU case matches {filter:?}");
+    }
+    if failed > 0 {
+        bail!("{failed} QEMU boot test(s) failed");
+    }
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    deps()?;
+    let (isoroot, init) = build()?;
+    let f = fixtures::build(&isoroot, &init)?;
+    let accel = qemu::detect_accel(&f.kernel);
+    println!(
+        "\nBooting {} ({accel:?}) with isoroot's initramfs; the disk is an ext4 image holding \
+         /isos/debian-live.iso.\n",
+        f.kver
+    );
+    cases::demo(&f, accel).map_err(|e| anyhow::anyhow!(e))?;
+    println!("\nThe live root came up: the ISOROOT-OK line above was printed by its /sbin/init.");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("build") => {
+            deps()?;
+            let (isoroot, init) = build()?;
+            println!("{}\n{}", isoroot.display(), init.display());
+            Ok(())
+        }
+        Some("test") => test(args.get(1).map(String::as_str)),
+        Some("demo") => demo(),
+        Some("deps") => deps(),
+        _ => usage(),
+    }
+}
