@@ -1,6 +1,7 @@
 //! Block devices as the kernel lists them in /sys/class/block, identified by their
 //! superblocks and partition entries.
 
+use crate::parttable;
 use crate::superblock::{self, FsInfo};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -78,6 +79,23 @@ fn uevent(dir: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A partition's entry in its disk's table; nothing for whole disks.
+fn partition(sys: &Path, props: &BTreeMap<String, String>) -> parttable::PartInfo {
+    let number = props.get("PARTN").and_then(|n| n.parse().ok());
+    // /sys/class/block/vda1 links into …/vda/vda1: the parent directory is the disk.
+    let disk = fs::canonicalize(sys).ok().and_then(|p| p.parent().map(uevent));
+    let (Some(number), Some(disk)) = (number, disk) else { return Default::default() };
+    let Some(name) = disk.get("DEVNAME") else { return Default::default() };
+    let sector =
+        fs::read_to_string(Path::new("/sys/class/block").join(name).join("queue/logical_block_size"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(512);
+    fs::File::open(Path::new("/dev").join(name))
+        .and_then(|f| parttable::read(&f, sector, number))
+        .unwrap_or_default()
+}
+
 /// Devices seen so far, each probed once.
 #[derive(Default)]
 pub struct Devices {
@@ -110,13 +128,14 @@ impl Devices {
                 Ok(fs) => (fs, None),
                 Err(e) => (None, Some(e.to_string())),
             };
+            let part = partition(&sys, &props);
             let dev = BlockDev {
                 name: name.clone(),
                 path,
                 size,
                 fs,
-                partuuid: props.get("PARTUUID").cloned(),
-                partlabel: props.get("PARTNAME").cloned(),
+                partuuid: props.get("PARTUUID").cloned().or(part.uuid),
+                partlabel: props.get("PARTNAME").cloned().or(part.label),
                 error,
             };
             crate::debug!("found {dev}");

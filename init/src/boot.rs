@@ -1,18 +1,17 @@
 //! The boot flow of design.md, steps 2 to 8, as one function that either execs the new
 //! root's init or returns why it could not.
 
+use crate::attach::{self, Attached};
 use crate::blockdev::Devices;
 use crate::cmdline::{self, Attach, Cmdline, Mode};
 use crate::liveroot::{self, MountedIso, MEDIUM, NEWROOT};
-use crate::locate;
-use crate::loopdev::Window;
+use crate::locate::Hardware;
 use crate::modules::{Modules, LOAD_LIST};
 use crate::mount::{Linux, Sys};
-use crate::{iso9660, pid1, profile, switchroot, verify};
+use crate::{pid1, profile, switchroot};
 use anyhow::{anyhow, Context, Result};
 use nix::mount::MsFlags;
 use std::convert::Infallible;
-use std::fs::File;
 use std::path::Path;
 
 const STATE: &str = "/run/isoroot/state";
@@ -20,11 +19,8 @@ const STATE: &str = "/run/isoroot/state";
 /// Keys this build accepts but cannot act on yet, and what it does instead.
 fn warn_unsupported(c: &Cmdline) {
     let mut notes = Vec::new();
-    if c.extents.is_some() || c.map.is_some() || c.fingerprint.is_some() {
-        notes.push("iso.extents/iso.map/iso.fingerprint: this build has no dm-linear attach; using a loop device on the file");
-    }
-    if matches!(c.attach, Some(Attach::Hints | Attach::Scan)) {
-        notes.push("iso.attach=hints|scan: not in this build; using iso.attach=loop");
+    if c.attach == Some(Attach::Scan) {
+        notes.push("iso.attach=scan: not in this build; using extent hints when given, else a loop device");
     }
     if c.persist.is_some() {
         notes.push("iso.persist: not in this build; booting without persistence (changes stay in RAM)");
@@ -50,8 +46,16 @@ fn with_module_failures(e: anyhow::Error, modules: &Modules) -> anyhow::Error {
 
 pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     let raw = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
-    let cmdline = cmdline::parse(raw.trim_end())
+    let mut cmdline = cmdline::parse(raw.trim_end())
         .map_err(|e| anyhow!("{e}\nthe command line was: {}", raw.trim_end()))?;
+    if let Some(map) = cmdline.map.clone() {
+        let text = std::fs::read_to_string(&map).with_context(|| {
+            format!(
+                "reading iso.map={map}: load the archive `isoroot extents --cpio` wrote as an extra initrd"
+            )
+        })?;
+        cmdline.apply_map(&text).with_context(|| format!("in {map}"))?;
+    }
     crate::console::configure(cmdline.debug, cmdline.quiet);
     for note in &cmdline.notes {
         crate::info!("{note}");
@@ -67,40 +71,32 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     warn_unsupported(&cmdline);
     let profiles = profile::load()?;
 
-    let mut modules = Modules::open();
-    modules.load_list(Path::new(LOAD_LIST));
-    crate::debug!("{} modules in the index", modules.count());
-    let mut devices = Devices::default();
-    let found = locate::locate(sys, &loc, cmdline.timeout, &mut modules, &mut devices)
-        .map_err(|e| with_module_failures(e, &modules))?;
-    crate::info!("found {} on {}", loc.path, found.dev);
+    let mut hw = Hardware { modules: Modules::open(), devices: Devices::default() };
+    hw.modules.load_list(Path::new(LOAD_LIST));
+    crate::debug!("{} modules in the index", hw.modules.count());
+    let attached =
+        attach::attach(sys, &cmdline, &loc, &mut hw).map_err(|e| with_module_failures(e, &hw.modules))?;
+    let modules = &hw.modules;
+    crate::info!("found {} on {}: {}", loc.path, attached.source, attached.how);
 
     let name = loc.to_string();
-    let file = File::open(&found.file).with_context(|| format!("opening {name}"))?;
-    let len = file.metadata().with_context(|| format!("reading the size of {name}"))?.len();
-    let iso = iso9660::check(&file, len, &name)?;
-    if let Some(want) = &cmdline.sha256 {
-        verify::sha256(&file, len, want, &name)?;
-    }
-    let dev = sys
-        .attach_loop(&found.file, Window::default())
-        .with_context(|| format!("attaching {name} to a loop device"))?;
     let medium = Path::new(MEDIUM);
     sys.mkdir_all(medium).context("creating the medium mount point")?;
-    sys.mount(&dev.to_string_lossy(), medium, iso.fstype, MsFlags::MS_RDONLY, "")
-        .with_context(|| format!("mounting {name} ({}, {}) on {MEDIUM}", iso.fstype, dev.display()))
-        .map_err(|e| with_module_failures(e, &modules))?;
+    let (fstype, dev) = (attached.iso.fstype, &attached.dev);
+    sys.mount(&dev.to_string_lossy(), medium, fstype, MsFlags::MS_RDONLY, "")
+        .with_context(|| format!("mounting {name} ({fstype}, {}) on {MEDIUM}", dev.display()))
+        .map_err(|e| with_module_failures(e, modules))?;
 
     let plan = liveroot::choose(
         &profiles,
         cmdline.profile.as_deref(),
         &MountedIso { root: medium, cmdline: &cmdline },
     )?;
-    let label = iso.label.as_deref().unwrap_or("no label");
+    let label = attached.iso.label.as_deref().unwrap_or("no label");
     crate::info!("{name} ({label}): profile {}, {} root image(s)", plan.profile.name, plan.layers.len());
     liveroot::mount_root(sys, &plan, cmdline.overlay_size.as_deref())
-        .map_err(|e| with_module_failures(e, &modules))?;
-    write_state(&cmdline, &plan, &found.dev.path)?;
+        .map_err(|e| with_module_failures(e, modules))?;
+    write_state(&cmdline, &plan, &attached)?;
 
     let init = cmdline.init.clone().unwrap_or_else(|| plan.profile.init.clone());
     switchroot::check_init(Path::new(NEWROOT), &init)?;
@@ -116,7 +112,7 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
 }
 
 /// What isoroot did, for the booted system and for tests: `key=value` lines.
-fn write_state(c: &Cmdline, plan: &liveroot::Plan, device: &Path) -> Result<()> {
+fn write_state(c: &Cmdline, plan: &liveroot::Plan, attached: &Attached) -> Result<()> {
     let layers: Vec<String> = plan
         .layers
         .iter()
@@ -124,10 +120,11 @@ fn write_state(c: &Cmdline, plan: &liveroot::Plan, device: &Path) -> Result<()> 
         .map(|n| format!("{}/{}", plan.profile.layers_at, n.to_string_lossy()))
         .collect();
     let state = format!(
-        "profile={}\niso={}\ndevice={}\nmedium={}\nlayers={}\n",
+        "profile={}\niso={}\ndevice={}\nattach={}\nmedium={}\nlayers={}\n",
         plan.profile.name,
         c.iso.as_ref().map(ToString::to_string).unwrap_or_default(),
-        device.display(),
+        attached.source.path.display(),
+        attached.dev.display(),
         plan.profile.medium,
         layers.join(":")
     );

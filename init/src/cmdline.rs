@@ -240,6 +240,11 @@ pub fn parse_location(key: &str, v: &str) -> Result<Location, CmdlineError> {
     Ok(Location { source, path })
 }
 
+/// The `iso.extents=` value for a list of extents; `parse_extents` reads it back.
+pub fn format_extents(extents: &[Extent]) -> String {
+    extents.iter().map(|e| format!("{}+{}", e.start, e.sectors)).collect::<Vec<_>>().join(",")
+}
+
 fn parse_extents(key: &str, v: &str) -> Result<Vec<Extent>, CmdlineError> {
     let expected = "START+SECTORS[,START+SECTORS…] in 512-byte sectors, lengths above zero";
     v.split(',')
@@ -336,6 +341,30 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
         apply_compat(&mut c)?;
     }
     Ok(c)
+}
+
+impl Cmdline {
+    /// Applies a map file (`iso.map=`): `key=value` lines with the keys of the command line
+    /// (`iso=`, `iso.extents=`, `iso.fingerprint=`), for files whose extents do not fit on
+    /// it. Values are taken whole, spaces included; the map does not override what the
+    /// command line says itself.
+    pub fn apply_map(&mut self, text: &str) -> Result<(), CmdlineError> {
+        let mut from_map = self.clone();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (key, value) = match line.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (line, None),
+            };
+            if !matches!(key, "iso" | "iso.extents" | "iso.fingerprint") {
+                return Err(bad("iso.map", "lines of iso=, iso.extents= and iso.fingerprint=", line));
+            }
+            apply_iso_key(&mut from_map, key, value)?;
+        }
+        self.iso = self.iso.take().or(from_map.iso);
+        self.extents = self.extents.take().or(from_map.extents);
+        self.fingerprint = self.fingerprint.or(from_map.fingerprint);
+        Ok(())
+    }
 }
 
 fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), CmdlineError> {
@@ -575,6 +604,24 @@ mod tests {
         }
         let e = parse("iso.timeout=soon").unwrap_err().to_string();
         assert_eq!(e, "bad value for iso.timeout: expected whole seconds from 0 to 3600, found \"soon\"");
+    }
+
+    #[test]
+    fn map_files_fill_in_what_the_command_line_lacks() {
+        let h = "cd".repeat(32);
+        let mut c = parse("iso.map=/etc/isoroot/maps/a.map").unwrap();
+        c.apply_map(&format!(
+            "# written by isoroot extents\niso=LABEL=MY USB:/isos/a b.iso\niso.extents=8+8,100+16\niso.fingerprint=sha256:{h}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.iso, loc(Some(Source::Label("MY USB".into())), "/isos/a b.iso"));
+        assert_eq!(c.extents.as_ref().map(Vec::len), Some(2));
+        assert_eq!(c.fingerprint, Some([0xcd; 32]));
+        let mut c = parse("iso=/b.iso iso.map=/m").unwrap();
+        c.apply_map("iso=/a.iso\n").unwrap();
+        assert_eq!(c.iso, loc(None, "/b.iso"));
+        assert!(parse("").unwrap().apply_map("iso.toram\n").is_err());
+        assert!(parse("").unwrap().apply_map("iso.extents=1+0\n").is_err());
     }
 
     #[test]

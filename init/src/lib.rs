@@ -3,15 +3,18 @@
 
 pub mod console;
 
+pub mod attach;
 pub mod blockdev;
 pub mod boot;
 pub mod cmdline;
+pub mod dm;
 pub mod iso9660;
 pub mod liveroot;
 pub mod locate;
 pub mod loopdev;
 pub mod modules;
 pub mod mount;
+pub mod parttable;
 pub mod paths;
 pub mod pid1;
 pub mod profile;

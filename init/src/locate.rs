@@ -18,6 +18,12 @@ pub const HOST: &str = "/run/isoroot/host";
 const PROBE: &str = "/run/isoroot/probe";
 const POLL: Duration = Duration::from_millis(20);
 
+/// What the device wait drives: drivers for new hardware, and the devices they bring.
+pub struct Hardware {
+    pub modules: Modules,
+    pub devices: Devices,
+}
+
 pub struct Found {
     pub dev: BlockDev,
     /// The ISO file, as reachable in the initramfs.
@@ -96,71 +102,78 @@ fn open_on(sys: &mut dyn Sys, dev: &BlockDev, path: &str, at: &Path) -> Result<P
     found
 }
 
-/// Waits up to `timeout` for the location's device, mounts it on [`HOST`] and returns the
-/// ISO file. Without a SOURCE every filesystem is searched, and more than one hit is a
-/// warning.
-pub fn locate(
-    sys: &mut dyn Sys,
-    loc: &Location,
+/// Polls for devices (loading drivers for new hardware as it appears) until `found`
+/// returns something or `timeout` passes; `None` then.
+fn poll<T>(
     timeout: Duration,
-    modules: &mut Modules,
-    devices: &mut Devices,
-) -> Result<Found> {
+    waiting_for: &str,
+    hw: &mut Hardware,
+    mut found: impl FnMut(&Devices, Vec<String>) -> Result<Option<T>>,
+) -> Result<Option<T>> {
     let start = Instant::now();
-    let host = Path::new(HOST);
-    let mut searched: Vec<String> = Vec::new();
     let mut announced = false;
     loop {
         crate::pid1::poll_ctrl_alt_del();
-        modules.coldplug();
-        let fresh = devices.refresh();
-        match &loc.source {
-            Some(src) => {
-                let hits: Vec<&BlockDev> = devices.known.values().filter(|d| matches(src, d)).collect();
-                if let Some(&dev) = hits.first() {
-                    if hits.len() > 1 {
-                        let all: Vec<String> = hits.iter().map(|d| d.to_string()).collect();
-                        crate::warn!(
-                            "{} devices match {src}, using the first:\n  {}",
-                            hits.len(),
-                            all.join("\n  ")
-                        );
-                    }
-                    let dev = dev.clone();
-                    let file = open_on(sys, &dev, &loc.path, host)?;
-                    return Ok(Found { dev, file });
-                }
-            }
-            None => {
-                for name in fresh {
-                    let dev = devices.known[&name].clone();
-                    if mount_args(&dev).is_err() {
-                        continue;
-                    }
-                    match open_on(sys, &dev, &loc.path, host) {
-                        Ok(file) => {
-                            warn_other_hits(sys, devices, &dev, &loc.path);
-                            return Ok(Found { dev, file });
-                        }
-                        Err(e) => searched.push(format!("  {e:#}").replace('\n', "\n    ")),
-                    }
-                }
-            }
+        hw.modules.coldplug();
+        let fresh = hw.devices.refresh();
+        if let Some(t) = found(&hw.devices, fresh)? {
+            return Ok(Some(t));
         }
         let waited = start.elapsed();
         if waited >= timeout {
-            return Err(not_found(loc, timeout, devices, &searched));
+            return Ok(None);
         }
         if !announced && waited > Duration::from_secs(1) {
-            let what = match &loc.source {
-                Some(s) => format!("the block device {s}"),
-                None => format!("a block device that holds {}", loc.path),
-            };
-            crate::info!("waiting up to {} s for {what}", timeout.as_secs());
+            crate::info!("waiting up to {} s for {waiting_for}", timeout.as_secs());
             announced = true;
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Waits up to `timeout` for the device `src` names. Several matches are a warning.
+pub fn wait_for_device(src: &Source, timeout: Duration, hw: &mut Hardware) -> Result<BlockDev> {
+    let what = format!("the block device {src}");
+    let dev = poll(timeout, &what, hw, |devices, _| {
+        let hits: Vec<&BlockDev> = devices.known.values().filter(|d| matches(src, d)).collect();
+        if hits.len() > 1 {
+            let all: Vec<String> = hits.iter().map(|d| d.to_string()).collect();
+            crate::warn!("{} devices match {src}, using the first:\n  {}", hits.len(), all.join("\n  "));
+        }
+        Ok(hits.first().map(|d| (*d).clone()))
+    })?;
+    let loc = Location { source: Some(src.clone()), path: String::new() };
+    dev.ok_or_else(|| not_found(&loc, timeout, &hw.devices, &[]))
+}
+
+/// Waits for the location's device, mounts it read-only on [`HOST`] and returns the ISO
+/// file. Without a SOURCE every filesystem is searched, and more than one hit is a warning.
+pub fn locate(sys: &mut dyn Sys, loc: &Location, timeout: Duration, hw: &mut Hardware) -> Result<Found> {
+    let host = Path::new(HOST);
+    if let Some(src) = &loc.source {
+        let dev = wait_for_device(src, timeout, hw)?;
+        let file = open_on(sys, &dev, &loc.path, host)?;
+        return Ok(Found { dev, file });
+    }
+    let mut searched: Vec<String> = Vec::new();
+    let what = format!("a block device that holds {}", loc.path);
+    let found = poll(timeout, &what, hw, |devices, fresh| {
+        for name in fresh {
+            let dev = devices.known[&name].clone();
+            if mount_args(&dev).is_err() {
+                continue;
+            }
+            match open_on(sys, &dev, &loc.path, host) {
+                Ok(file) => {
+                    warn_other_hits(sys, devices, &dev, &loc.path);
+                    return Ok(Some(Found { dev, file }));
+                }
+                Err(e) => searched.push(format!("  {e:#}").replace('\n', "\n    ")),
+            }
+        }
+        Ok(None)
+    })?;
+    found.ok_or_else(|| not_found(loc, timeout, &hw.devices, &searched))
 }
 
 /// Checks the devices not yet looked at for a second copy of the file.

@@ -27,6 +27,8 @@ pub struct Linux {
     mounted: Vec<PathBuf>,
     /// Loop devices stay open until their mounts hold them (see [`loopdev::LoopDevice`]).
     loops: Vec<loopdev::LoopDevice>,
+    /// Device-mapper devices made by this attempt, by name.
+    mapped: Vec<String>,
 }
 
 impl Sys for Linux {
@@ -78,8 +80,22 @@ impl Sys for Linux {
 }
 
 impl Linux {
+    /// A read-only dm-linear device, removed again by [`Linux::undo`].
+    pub fn map_linear(&mut self, name: &str, targets: &[crate::dm::Linear]) -> io::Result<PathBuf> {
+        let node = crate::dm::create(name, targets)?;
+        self.mapped.push(name.to_string());
+        Ok(node)
+    }
+
+    pub fn unmap(&mut self, name: &str) {
+        if let Err(e) = crate::dm::remove(name) {
+            crate::warn!("removing device-mapper device {name}: {e}");
+        }
+        self.mapped.retain(|n| n != name);
+    }
+
     /// Unmounts, newest first, everything this boot attempt mounted; loop devices go with
-    /// their mounts (autoclear).
+    /// their mounts (autoclear), device-mapper devices are removed.
     pub fn undo(&mut self) {
         while let Some(m) = self.mounted.pop() {
             if let Err(e) = nix::mount::umount2(&m, MntFlags::MNT_DETACH) {
@@ -87,12 +103,18 @@ impl Linux {
             }
         }
         self.loops.clear();
+        while let Some(name) = self.mapped.pop() {
+            if let Err(e) = crate::dm::remove(&name) {
+                crate::debug!("removing device-mapper device {name}: {e}");
+            }
+        }
     }
 
-    /// Forgets mounts that now belong to the new root.
+    /// Forgets mounts and devices that now belong to the new root.
     pub fn keep(&mut self) {
         self.mounted.clear();
         self.loops.clear();
+        self.mapped.clear();
     }
 }
 

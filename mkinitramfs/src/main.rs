@@ -1,6 +1,7 @@
 //! `isoroot`: the host side of isoroot.
 
 mod cpio;
+mod extents;
 mod initramfs;
 mod kmods;
 
@@ -49,6 +50,16 @@ enum Cmd {
         #[arg(long = "add-module", value_name = "NAME")]
         add_modules: Vec<String>,
     },
+    /// Print the kernel command-line words that describe FILE's place on its block device
+    /// (iso=UUID=…:/path iso.extents=… iso.fingerprint=…), for a dm-linear boot that never
+    /// mounts the filesystem holding FILE.
+    Extents {
+        /// Write the words as a map file in a small newc archive, to load as an extra
+        /// initrd, and print the iso.map= word instead.
+        #[arg(long, value_name = "OUT")]
+        cpio: Option<PathBuf>,
+        file: PathBuf,
+    },
 }
 
 fn running_kernel() -> Result<String> {
@@ -91,5 +102,6 @@ fn main() -> Result<()> {
                 add_modules,
             })
         }
+        Cmd::Extents { cpio, file } => extents::run(&file, cpio.as_deref()),
     }
 }

@@ -1,6 +1,6 @@
 //! The boot cases: what is attached, what the kernel is told, and what the console must say.
 
-use crate::fixtures::{Fixtures, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_LABEL};
+use crate::fixtures::{Fixtures, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_DISK_ID, FAT_LABEL};
 use crate::qemu::{Accel, Vm, VmSpec};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -12,31 +12,56 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const STAYS_UP: Duration = Duration::from_secs(3);
 
 pub enum Expect {
-    /// The booted root's whole marker line.
-    Marker(String),
+    /// The booted root's whole marker line, then lines that must be on the console (the
+    /// root prints its mount table as `mount: …`) and text that must not.
+    Marker { line: String, present: Vec<String>, absent: Vec<String> },
     /// A failed boot: every one of these on the console, then the VM stays up.
     Failure(Vec<String>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Initrd {
+    Plain,
+    RescueShell,
+    /// With the map archive of `isoroot extents --cpio` appended.
+    Map,
 }
 
 pub struct Case {
     pub name: &'static str,
     pub disks: Vec<&'static str>,
     pub append: String,
-    pub rescue_shell: bool,
+    pub initrd: Initrd,
     pub expect: Expect,
 }
 
 fn marker(profile: &str, medium: &str, top: &str, layers: &str) -> Expect {
-    Expect::Marker(format!(
-        "ISOROOT-OK profile={profile} root=overlay medium={medium}:iso9660 top={top} layers={layers}"
-    ))
+    marker_with_init(profile, medium, top, layers, "/sbin/init")
+}
+
+fn marker_with_init(profile: &str, medium: &str, top: &str, layers: &str, init: &str) -> Expect {
+    let line =
+        format!("ISOROOT-OK profile={profile} root=overlay medium={medium}:iso9660 top={top} layers={layers} init={init}");
+    Expect::Marker { line, present: vec![], absent: vec![] }
+}
+
+/// A marker plus console lines that must and must not appear.
+fn and(expect: Expect, must: &[&str], must_not: &[&str]) -> Expect {
+    match expect {
+        Expect::Marker { line, .. } => Expect::Marker {
+            line,
+            present: must.iter().map(|s| s.to_string()).collect(),
+            absent: must_not.iter().map(|s| s.to_string()).collect(),
+        },
+        failure => failure,
+    }
 }
 
 fn failure(lines: &[&str]) -> Expect {
     Expect::Failure(lines.iter().map(|s| s.to_string()).collect())
 }
 
-pub fn all() -> Vec<Case> {
+pub fn all(f: &Fixtures) -> Vec<Case> {
     let debian = || marker("debian-live", "/run/live/medium", "debian", "debian");
     let ubuntu = || {
         marker(
@@ -50,9 +75,13 @@ pub fn all() -> Vec<Case> {
         name,
         disks: disks.to_vec(),
         append,
-        rescue_shell: false,
+        initrd: Initrd::Plain,
         expect,
     };
+    // The host filesystem must never be mounted on the dm-linear path.
+    let host = "/run/isoroot/host";
+    let dm_medium = "mount: /dev/mapper/debian-live /run/live/medium iso9660 ro";
+    let loop_host = "mount: /dev/vda /run/isoroot/host ext4 ro";
     vec![
         case("debian-live on ext4 by UUID", &["ext4-debian"], format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"), debian()),
         case("ubuntu layers on FAT32 by LABEL", &["fat32-ubuntu"], format!("iso=LABEL={FAT_LABEL}:/isos/ubuntu.iso"), ubuntu()),
@@ -62,7 +91,18 @@ pub fn all() -> Vec<Case> {
             format!("iso=\"LABEL={EXFAT_LABEL}:{EXFAT_PATH}\""),
             marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"),
         ),
-        case("search every disk (no SOURCE)", &["ext4-empty", "ext4-debian"], "iso=/isos/debian-live.iso".into(), debian()),
+        case(
+            "search every disk (no SOURCE), init=",
+            &["ext4-empty", "ext4-debian"],
+            "iso=/isos/debian-live.iso init=/sbin/init-alt".into(),
+            marker_with_init("debian-live", "/run/live/medium", "debian", "debian", "/sbin/init-alt"),
+        ),
+        case(
+            "ubuntu by PARTUUID",
+            &["fat32-ubuntu"],
+            format!("iso=PARTUUID={}-01:/isos/ubuntu.iso", FAT_DISK_ID.trim_start_matches("0x")),
+            ubuntu(),
+        ),
         case(
             "archiso spelling img_dev= img_loop=",
             &["fat32-ubuntu"],
@@ -95,8 +135,30 @@ pub fn all() -> Vec<Case> {
             format!("iso=UUID={EXT4_UUID}:/isos/notiso.iso"),
             failure(&["/isos/notiso.iso is not an ISO 9660 or UDF image: expected \"CD001\" at byte 32769, found \"ZZZZZ\""]),
         ),
+        case("debian-live by extent hints (dm-linear)", &["ext4-hints"], f.hints.clone(), and(debian(), &[dm_medium], &[host])),
         Case {
-            rescue_shell: true,
+            initrd: Initrd::Map,
+            ..case(
+                "extent map as an extra initrd",
+                &["ext4-hints"],
+                "iso.map=/etc/isoroot/maps/debian-live.map".into(),
+                and(debian(), &[dm_medium], &[host]),
+            )
+        },
+        case(
+            "wrong fingerprint falls back to the loop device",
+            &["ext4-hints"],
+            f.hints.split(' ').map(|w| if w.starts_with("iso.fingerprint=") { "iso.fingerprint=sha256:0000000000000000000000000000000000000000000000000000000000000000" } else { w }).collect::<Vec<_>>().join(" "),
+            and(debian(), &["extent hints not used: the mapped sectors have fingerprint sha256:", loop_host], &["/dev/mapper"]),
+        ),
+        case(
+            "stale hints (file rewritten) fall back and boot the new file",
+            &["ext4-hints"],
+            f.stale_hints.clone(),
+            and(marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"), &["the file moved or changed since the hints were made", loop_host], &[]),
+        ),
+        Case {
+            initrd: Initrd::RescueShell,
             ..case(
                 "bad cmdline value, rescue shell",
                 &["ext4-debian"],
@@ -119,7 +181,11 @@ pub struct Outcome {
 fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), String> {
     let spec = VmSpec {
         kernel: f.kernel.clone(),
-        initrd: Some(if case.rescue_shell { f.initrd_rescue.clone() } else { f.initrd.clone() }),
+        initrd: Some(match case.initrd {
+            Initrd::Plain => f.initrd.clone(),
+            Initrd::RescueShell => f.initrd_rescue.clone(),
+            Initrd::Map => f.initrd_map.clone(),
+        }),
         append: format!("console=ttyS0 panic=-1 {}", case.append),
         disks: case.disks.iter().map(|d| f.disks[d].clone()).collect(),
         accel,
@@ -134,14 +200,20 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
 
 fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
     match expect {
-        Expect::Marker(want) => {
+        Expect::Marker { line: want, present, absent } => {
             vm.wait_for_any(&["ISOROOT-OK"], BOOT_TIMEOUT)?;
-            // The line may still be arriving.
-            std::thread::sleep(Duration::from_millis(300));
+            // The root prints its mount table next, then powers off.
+            let _ = vm.wait_for_any(&["reboot: Power down"], Duration::from_secs(20));
             let text = vm.console();
             let got = text.lines().find(|l| l.starts_with("ISOROOT-OK")).unwrap_or_default();
             if got != want {
                 return Err(format!("marker differs:\n  want: {want}\n  got:  {got}"));
+            }
+            if let Some(p) = present.iter().find(|p| !text.contains(p.as_str())) {
+                return Err(format!("the console lacks {p:?}"));
+            }
+            if let Some(a) = absent.iter().find(|a| text.contains(a.as_str())) {
+                return Err(format!("the console shows {a:?}, which must not happen"));
             }
             Ok(())
         }
@@ -163,7 +235,7 @@ fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
 
 /// Runs the cases whose names contain `filter`, `jobs` at a time.
 pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec<Outcome> {
-    let cases: Vec<Case> = all().into_iter().filter(|c| filter.is_none_or(|s| c.name.contains(s))).collect();
+    let cases: Vec<Case> = all(f).into_iter().filter(|c| filter.is_none_or(|s| c.name.contains(s))).collect();
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -187,6 +259,6 @@ pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec
 
 /// The demo: the debian-live case with the console on this terminal.
 pub fn demo(f: &Fixtures, accel: Accel) -> Result<(), String> {
-    let case = all().into_iter().next().expect("the first case is debian-live");
+    let case = all(f).into_iter().next().expect("the first case is debian-live");
     run_one(f, &case, accel, true)
 }

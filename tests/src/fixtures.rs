@@ -10,9 +10,12 @@ use std::process::Command;
 
 pub const EXT4_UUID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 pub const EMPTY_UUID: &str = "11111111-2222-3333-4444-555555555555";
+pub const HINTS_UUID: &str = "22222222-3333-4444-5555-666666666666";
 pub const FAT_LABEL: &str = "ISOSTICK";
 pub const EXFAT_LABEL: &str = "EXFAT STICK";
 pub const EXFAT_PATH: &str = "/my isos/generic live.iso";
+/// The FAT32 stick's MBR disk identifier, so that its partition is PARTUUID=1507c0de-01.
+pub const FAT_DISK_ID: &str = "0x1507c0de";
 
 pub struct Fixtures {
     pub dir: PathBuf,
@@ -22,6 +25,12 @@ pub struct Fixtures {
     pub initrd: PathBuf,
     pub initrd_rescue: PathBuf,
     pub disks: BTreeMap<&'static str, PathBuf>,
+    /// `isoroot extents` words for /isos/debian-live.iso on the ext4-hints disk.
+    pub hints: String,
+    /// Words taken for /isos/stale.iso before that file was rewritten with another ISO.
+    pub stale_hints: String,
+    /// initrd.img followed by the map archive of `isoroot extents --cpio`.
+    pub initrd_map: PathBuf,
 }
 
 /// The newest Debian kernel installed (package linux-image-amd64) and its version.
@@ -65,10 +74,13 @@ fn root(dir: &Path, name: &str, full: bool) -> Result<()> {
     for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
     }
-    let init = dir.join("sbin/init");
-    fs::copy(crate::root().join("tests/fixtures/init.sh"), &init)?;
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    // A second name for the same init, for the test of init=.
+    for name in ["init", "init-alt"] {
+        let init = dir.join("sbin").join(name);
+        fs::copy(crate::root().join("tests/fixtures/init.sh"), &init)?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    }
     Ok(())
 }
 
@@ -120,7 +132,11 @@ fn fat32(files: &[(&str, &Path)], label: &str, out: &Path) -> Result<()> {
     sfdisk.arg("--quiet").arg(out).stdin(std::process::Stdio::piped());
     let mut child = sfdisk.spawn().context("starting sfdisk (package fdisk)")?;
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"label: dos\nstart=2048, type=c\n")?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("label: dos\nlabel-id: {FAT_DISK_ID}\nstart=2048, type=c\n").as_bytes())?;
     if !child.wait()?.success() {
         bail!("sfdisk failed on {}", out.display());
     }
@@ -163,6 +179,76 @@ fn exfat(files: &[(&str, &Path)], label: &str, out: &Path, work: &Path) -> Resul
     });
     run(Command::new("umount").arg(&mnt))?;
     copied
+}
+
+/// Unmounts when dropped, so that a failed step leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(img: &Path, at: &Path) -> Result<Mounted> {
+        fs::create_dir_all(at)?;
+        run(Command::new("mount").args(["-o", "loop"]).arg(img).arg(at))?;
+        Ok(Mounted(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// An ext4 disk whose ISOs were copied densely (mkfs.ext4 -d would punch holes for zero
+/// blocks, and holes have no sectors to map) through a loop mount, with `isoroot extents`
+/// run on it as a user would. Returns (hints, stale hints, map archive).
+fn hints_disk(
+    isoroot: &Path,
+    debian: &Path,
+    generic: &Path,
+    out: &Path,
+    work: &Path,
+) -> Result<(String, String, PathBuf)> {
+    fs::File::create(out)?.set_len(64 << 20)?;
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-U", HINTS_UUID, "-L", "hints"]).arg(out))?;
+    let mnt = work.join("hints-mnt");
+    let m = Mounted::new(out, &mnt)?;
+    let isos = mnt.join("isos");
+    fs::create_dir_all(&isos)?;
+    let extents = |file: &Path, cpio: Option<&Path>| -> Result<String> {
+        let mut c = Command::new(isoroot);
+        c.arg("extents");
+        if let Some(cpio) = cpio {
+            c.arg("--cpio").arg(cpio);
+        }
+        Ok(String::from_utf8(run(c.arg(file))?.stdout)?.trim().to_string())
+    };
+    for name in ["debian-live.iso", "stale.iso"] {
+        run(Command::new("cp").arg("--sparse=never").arg(debian).arg(isos.join(name)))?;
+    }
+    run(&mut Command::new("sync"))?;
+    let hints = extents(&isos.join("debian-live.iso"), None)?;
+    let map = work.join("map.cpio");
+    extents(&isos.join("debian-live.iso"), Some(&map))?;
+    let stale = extents(&isos.join("stale.iso"), None)?;
+    // Rewritten in place, as a download tool resuming into the same file would: the
+    // sectors stay, their contents change.
+    run(Command::new("dd")
+        .arg(format!("if={}", generic.display()))
+        .arg(format!("of={}", isos.join("stale.iso").display()))
+        .args(["conv=notrunc,fsync", "status=none"]))?;
+    drop(m);
+    Ok((hints, stale, map))
+}
+
+/// Concatenates archives the way GRUB loads several initrds: each padded to 4 bytes.
+fn concat_initrds(parts: &[&Path], out: &Path) -> Result<()> {
+    let mut all = Vec::new();
+    for p in parts {
+        all.extend(fs::read(p)?);
+        all.resize(all.len().next_multiple_of(4), 0);
+    }
+    fs::write(out, all)?;
+    Ok(())
 }
 
 pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
@@ -225,6 +311,10 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     ext4(&stage, EMPTY_UUID, "empty", &img)?;
     disks.insert("ext4-empty", img);
 
+    let img = dir.join("ext4-hints.img");
+    let (hints, stale_hints, map) = hints_disk(isoroot, &debian, &generic, &img, &work)?;
+    disks.insert("ext4-hints", img);
+
     let img = dir.join("fat32-ubuntu.img");
     fat32(&[("/isos/ubuntu.iso", &ubuntu)], FAT_LABEL, &img)?;
     disks.insert("fat32-ubuntu", img);
@@ -246,6 +336,8 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let initrd_rescue = dir.join("initrd-rescue.img");
     mk(&initrd, false)?;
     mk(&initrd_rescue, true)?;
+    let initrd_map = dir.join("initrd-map.img");
+    concat_initrds(&[&initrd, &map], &initrd_map)?;
     fs::remove_dir_all(&work)?;
-    Ok(Fixtures { dir, kernel, kver, initrd, initrd_rescue, disks })
+    Ok(Fixtures { dir, kernel, kver, initrd, initrd_rescue, disks, hints, stale_hints, initrd_map })
 }

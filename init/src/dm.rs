@@ -1,0 +1,184 @@
+//! Read-only device-mapper `linear` devices with the kernel's ioctls on
+//! /dev/mapper/control (as rsinit does): no libdevmapper, and no udev cookie to wait for.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+const NAME_LEN: usize = 128;
+const UUID_LEN: usize = 129;
+const READONLY_FLAG: u32 = 1;
+
+/// `struct dm_ioctl` from <linux/dm-ioctl.h>.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DmIoctl {
+    version: [u32; 3],
+    data_size: u32,
+    data_start: u32,
+    target_count: u32,
+    open_count: i32,
+    flags: u32,
+    event_nr: u32,
+    padding: u32,
+    dev: u64,
+    name: [u8; NAME_LEN],
+    uuid: [u8; UUID_LEN],
+    data: [u8; 7],
+}
+
+/// `struct dm_target_spec`; its parameter string follows it.
+#[repr(C)]
+struct DmTargetSpec {
+    sector_start: u64,
+    length: u64,
+    status: i32,
+    next: u32,
+    target_type: [u8; 16],
+}
+
+mod ioctl {
+    use super::DmIoctl;
+    nix::ioctl_readwrite!(dev_create, 0xfd, 3, DmIoctl);
+    nix::ioctl_readwrite!(dev_remove, 0xfd, 4, DmIoctl);
+    nix::ioctl_readwrite!(dev_suspend, 0xfd, 6, DmIoctl);
+    nix::ioctl_readwrite!(table_load, 0xfd, 9, DmIoctl);
+}
+
+/// One `linear` target: `sectors` sectors of `device` from `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linear {
+    pub major: u32,
+    pub minor: u32,
+    pub start: u64,
+    pub sectors: u64,
+}
+
+/// The ioctl buffer: the header, then (for a table) the targets, 8-byte aligned.
+fn buffer(name: &str, flags: u32, targets: &[Linear]) -> io::Result<Vec<u64>> {
+    if name.is_empty() || name.len() >= NAME_LEN || name.contains('/') {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad device-mapper name {name:?}")));
+    }
+    let header = std::mem::size_of::<DmIoctl>();
+    let spec = std::mem::size_of::<DmTargetSpec>();
+    let mut body: Vec<u8> = Vec::new();
+    let mut sector = 0u64;
+    for t in targets {
+        let params = format!("{}:{} {}\0", t.major, t.minor, t.start);
+        let len = (spec + params.len()).next_multiple_of(8);
+        let mut target_type = [0u8; 16];
+        target_type[..6].copy_from_slice(b"linear");
+        let s = DmTargetSpec {
+            sector_start: sector,
+            length: t.sectors,
+            status: 0,
+            next: len as u32,
+            target_type,
+        };
+        // SAFETY: DmTargetSpec is plain old data with no padding between its fields.
+        let bytes = unsafe { std::slice::from_raw_parts((&s as *const DmTargetSpec).cast::<u8>(), spec) };
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(params.as_bytes());
+        body.resize(body.len().next_multiple_of(8), 0);
+        sector += t.sectors;
+    }
+    let total = header + body.len();
+    let mut h = DmIoctl {
+        version: [4, 0, 0],
+        data_size: total as u32,
+        data_start: header as u32,
+        target_count: targets.len() as u32,
+        open_count: 0,
+        flags,
+        event_nr: 0,
+        padding: 0,
+        dev: 0,
+        name: [0; NAME_LEN],
+        uuid: [0; UUID_LEN],
+        data: [0; 7],
+    };
+    h.name[..name.len()].copy_from_slice(name.as_bytes());
+    let mut buf = vec![0u64; total.div_ceil(8)];
+    // SAFETY: `buf` holds at least `total` bytes and is 8-byte aligned, as DmIoctl needs.
+    unsafe {
+        std::ptr::write(buf.as_mut_ptr().cast::<DmIoctl>(), h);
+        std::ptr::copy_nonoverlapping(body.as_ptr(), buf.as_mut_ptr().cast::<u8>().add(header), body.len());
+    }
+    Ok(buf)
+}
+
+type Call = unsafe fn(i32, *mut DmIoctl) -> nix::Result<i32>;
+
+fn call(what: Call, name: &str, flags: u32, targets: &[Linear]) -> io::Result<DmIoctl> {
+    let control = OpenOptions::new().read(true).write(true).open("/dev/mapper/control")?;
+    let mut buf = buffer(name, flags, targets)?;
+    let ptr = buf.as_mut_ptr().cast::<DmIoctl>();
+    // SAFETY: `ptr` points at a valid header followed by `data_size - data_start` bytes.
+    unsafe { what(control.as_raw_fd(), ptr) }?;
+    // SAFETY: the kernel filled in the header in place.
+    Ok(unsafe { std::ptr::read(ptr) })
+}
+
+/// Creates a read-only linear device over `targets` and returns its node, made here
+/// because there is no udev to make it.
+pub fn create(name: &str, targets: &[Linear]) -> io::Result<PathBuf> {
+    let created = call(ioctl::dev_create, name, 0, &[])?;
+    let activate = call(ioctl::table_load, name, READONLY_FLAG, targets)
+        .and_then(|_| call(ioctl::dev_suspend, name, 0, &[]));
+    if let Err(e) = activate {
+        let _ = remove(name);
+        return Err(e);
+    }
+    let dev = created.dev;
+    let node = PathBuf::from("/dev/mapper").join(name);
+    let _ = std::fs::remove_file(&node);
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        dev as nix::libc::dev_t,
+    )?;
+    Ok(node)
+}
+
+pub fn remove(name: &str) -> io::Result<()> {
+    call(ioctl::dev_remove, name, 0, &[])?;
+    let _ = std::fs::remove_file(PathBuf::from("/dev/mapper").join(name));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_kernel_abi() {
+        assert_eq!(std::mem::size_of::<DmIoctl>(), 312);
+        assert_eq!(std::mem::size_of::<DmTargetSpec>(), 40);
+    }
+
+    #[test]
+    fn table_buffer_chains_targets() {
+        let t = [
+            Linear { major: 254, minor: 0, start: 2048, sectors: 100 },
+            Linear { major: 254, minor: 0, start: 9000, sectors: 8 },
+        ];
+        let buf = buffer("debian-live", READONLY_FLAG, &t).unwrap();
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let h = unsafe { std::ptr::read(buf.as_ptr().cast::<DmIoctl>()) };
+        assert_eq!((h.target_count, h.data_start, h.flags), (2, 312, READONLY_FLAG));
+        assert_eq!(&h.name[..12], b"debian-live\0");
+        // First spec: sector 0, 100 sectors, "linear", params, next = 40 + 14 rounded to 56.
+        let s = &bytes[312..];
+        assert_eq!(u64::from_ne_bytes(s[0..8].try_into().unwrap()), 0);
+        assert_eq!(u64::from_ne_bytes(s[8..16].try_into().unwrap()), 100);
+        assert_eq!(u32::from_ne_bytes(s[20..24].try_into().unwrap()), 56);
+        assert_eq!(&s[24..30], b"linear");
+        assert_eq!(&s[40..54], b"254:0 2048\0\0\0\0");
+        // Second spec starts where `next` says, at logical sector 100.
+        assert_eq!(u64::from_ne_bytes(s[56..64].try_into().unwrap()), 100);
+        assert_eq!(h.data_size as usize, 312 + 56 + 56);
+        assert!(buffer("a/b", 0, &[]).is_err());
+    }
+}
