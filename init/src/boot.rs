@@ -94,7 +94,7 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     )?;
     let label = attached.iso.label.as_deref().unwrap_or("no label");
     crate::info!("{name} ({label}): profile {}, {} root image(s)", plan.profile.name, plan.layers.len());
-    liveroot::mount_root(sys, &plan, cmdline.overlay_size.as_deref())
+    liveroot::mount_root(sys, &plan, &attached.dev, cmdline.overlay_size.as_deref())
         .map_err(|e| with_module_failures(e, modules))?;
     write_state(&cmdline, &plan, &attached)?;
 

@@ -116,7 +116,7 @@ fn escape(p: &Path) -> String {
 
 /// Mounts each root image read-only, a tmpfs for the writable layer, the overlay on
 /// [`NEWROOT`], and moves the medium where the profile exposes it.
-pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, overlay_size: Option<&str>) -> Result<()> {
+pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, iso_dev: &Path, overlay_size: Option<&str>) -> Result<()> {
     let p = &plan.profile;
     let mut lower = Vec::new();
     for file in &plan.layers {
@@ -126,8 +126,14 @@ pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, overlay_size: Option<&str>) ->
             .map(|f| f.kind)
             .filter(|k| matches!(k, FsKind::Squashfs | FsKind::Erofs | FsKind::Ext4))
             .ok_or_else(|| anyhow!("{} is not a squashfs, EROFS or ext4 image", file.display()))?;
+        // A root image inside the ISO is one run of sectors: read it straight from the
+        // ISO's device rather than through a second loop on a file in isofs.
+        let (backing, window) = match sys.window_on_device(file) {
+            Ok(Some(w)) => (iso_dev, w),
+            Ok(None) | Err(_) => (file.as_path(), Window::default()),
+        };
         let dev = sys
-            .attach_loop(file, Window::default())
+            .attach_loop(backing, window)
             .with_context(|| format!("attaching {} to a loop device", file.display()))?;
         let name = file.file_name().map(PathBuf::from).unwrap_or_else(|| "root".into());
         let target = Path::new(&p.layers_at).join(name);
@@ -191,11 +197,11 @@ mod tests {
             layers: vec!["/run/isoroot/medium/live/filesystem.squashfs".into()],
         };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, None).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/mapper/debian"), None).unwrap();
         assert_eq!(
             sys.calls,
             [
-                "loop /dev/loop0 /run/isoroot/medium/live/filesystem.squashfs 0+0",
+                "loop /dev/loop0 /dev/mapper/debian 1048576+4096",
                 "mkdir /run/live/rootfs/filesystem.squashfs",
                 "mount /dev/loop0 /run/live/rootfs/filesystem.squashfs squashfs ro",
                 "mkdir /run/live/overlay",
@@ -220,7 +226,7 @@ mod tests {
                 .collect(),
         };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, Some("1G")).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), Some("1G")).unwrap();
         let overlay = sys.calls.iter().find(|c| c.starts_with("mount overlay")).unwrap();
         assert!(overlay.contains(
             "lowerdir=/run/casper/layers/minimal.standard.live.squashfs:/run/casper/layers/minimal.standard.squashfs:/run/casper/layers/minimal.squashfs,"
@@ -231,10 +237,14 @@ mod tests {
 
     #[test]
     fn generic_keeps_the_medium_where_it_is_and_escapes_odd_names() {
-        let plan =
-            Plan { profile: builtin("generic"), layers: vec!["/run/isoroot/medium/a:b,c.squashfs".into()] };
+        let plan = Plan {
+            profile: builtin("generic"),
+            layers: vec!["/run/isoroot/medium/zisofs/a:b,c.squashfs".into()],
+        };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, None).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), None).unwrap();
+        // Not contiguous: the loop is on the file.
+        assert_eq!(sys.calls[0], "loop /dev/loop0 /run/isoroot/medium/zisofs/a:b,c.squashfs 0+0");
         assert!(!sys.calls.iter().any(|c| c.starts_with("move")));
         let overlay = sys.calls.iter().find(|c| c.starts_with("mount overlay")).unwrap();
         assert!(overlay.contains("lowerdir=/run/isoroot/layers/a\\:b\\,c.squashfs,"), "{overlay}");

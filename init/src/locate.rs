@@ -85,17 +85,20 @@ fn mount_ro(sys: &mut dyn Sys, dev: &BlockDev, at: &Path) -> Result<()> {
 /// Mounts `dev` at `at` and looks for `path`; unmounts again when the file is not there.
 fn open_on(sys: &mut dyn Sys, dev: &BlockDev, path: &str, at: &Path) -> Result<PathBuf> {
     mount_ro(sys, dev, at)?;
-    let found =
-        paths::resolve_in(at, path).with_context(|| format!("resolving {path} on {dev}")).and_then(|file| {
-            match std::fs::metadata(&file) {
-                Ok(m) if m.is_file() => Ok(file),
-                Ok(_) => Err(anyhow!("{path} on {dev} is a directory, not an ISO file")),
-                Err(_) => {
-                    let (dir, names) = paths::nearest_listing(at, path);
-                    Err(anyhow!("{dev} has no file {path}\n{dir} on it holds: {}", paths::sample(&names)))
-                }
-            }
-        });
+    let missing = || {
+        let (dir, names) = paths::nearest_listing(at, path);
+        anyhow!("{dev} has no file {path}\n{dir} on it holds: {}", paths::sample(&names))
+    };
+    let found = match paths::resolve_in(at, path) {
+        Ok(file) => match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => Ok(file),
+            Ok(_) => Err(anyhow!("{path} on {dev} is a directory, not an ISO file")),
+            Err(_) => Err(missing()),
+        },
+        // A directory on the way is missing.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+        Err(e) => Err(anyhow!(e).context(format!("resolving {path} on {dev}"))),
+    };
     if found.is_err() {
         let _ = sys.umount(at);
     }

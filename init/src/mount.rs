@@ -19,6 +19,14 @@ pub trait Sys {
     /// A read-only loop device on (a window of) a file.
     fn attach_loop(&mut self, file: &Path, window: Window) -> io::Result<PathBuf>;
     fn probe(&mut self, path: &Path) -> io::Result<Option<FsInfo>>;
+    /// Where a file in a mounted ISO lies on the ISO's device, when it is contiguous.
+    fn window_on_device(&mut self, file: &Path) -> io::Result<Option<Window>>;
+}
+
+mod ioctl {
+    // <linux/fs.h>: FIBMAP maps a file block to a device block, FIGETBSZ gives the size.
+    nix::ioctl_readwrite_bad!(fibmap, 1, nix::libc::c_int);
+    nix::ioctl_read_bad!(figetbsz, 2, nix::libc::c_int);
 }
 
 /// The real thing.
@@ -76,6 +84,36 @@ impl Sys for Linux {
 
     fn probe(&mut self, path: &Path) -> io::Result<Option<FsInfo>> {
         superblock::probe(&std::fs::File::open(path)?)
+    }
+
+    fn window_on_device(&mut self, file: &Path) -> io::Result<Option<Window>> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(file)?;
+        let size = f.metadata()?.len();
+        let fd = f.as_raw_fd();
+        let mut bsz: nix::libc::c_int = 0;
+        // SAFETY: FIGETBSZ writes one int.
+        unsafe { ioctl::figetbsz(fd, &mut bsz) }?;
+        let bsz = u64::try_from(bsz).unwrap_or(0);
+        if bsz == 0 || size == 0 {
+            return Ok(None);
+        }
+        let blocks = size.div_ceil(bsz);
+        let map = |b: u64| -> io::Result<u64> {
+            let mut n =
+                nix::libc::c_int::try_from(b).map_err(|_| io::Error::other("file too large for FIBMAP"))?;
+            // SAFETY: FIBMAP reads and writes one int.
+            unsafe { ioctl::fibmap(fd, &mut n) }?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        // ISO 9660 stores a file in one extent; zisofs and UDF need not, and FIBMAP says
+        // 0 (a hole) or fails there. Checking both ends and the middle catches a split.
+        let first = map(0)?;
+        let contiguous = first != 0
+            && [blocks / 2, blocks - 1]
+                .iter()
+                .try_fold(true, |ok, &b| Ok::<_, io::Error>(ok && map(b)? == first + b))?;
+        Ok(contiguous.then_some(Window { offset: first * bsz, size }))
     }
 }
 
@@ -161,6 +199,11 @@ pub mod recording {
             self.loops += 1;
             self.calls.push(format!("loop {dev} {} {}+{}", file.display(), window.offset, window.size));
             Ok(dev.into())
+        }
+        fn window_on_device(&mut self, file: &Path) -> io::Result<Option<Window>> {
+            // Contiguous unless the test names it otherwise.
+            let split = file.to_string_lossy().contains("zisofs");
+            Ok((!split).then_some(Window { offset: 1 << 20, size: 4096 }))
         }
         fn probe(&mut self, path: &Path) -> io::Result<Option<FsInfo>> {
             let kind =

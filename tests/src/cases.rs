@@ -1,6 +1,8 @@
 //! The boot cases: what is attached, what the kernel is told, and what the console must say.
 
-use crate::fixtures::{Fixtures, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_DISK_ID, FAT_LABEL};
+use crate::fixtures::{
+    Fixtures, BAD_UUID, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_DISK_ID, FAT_LABEL,
+};
 use crate::qemu::{Accel, Vm, VmSpec};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -83,7 +85,14 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
     let dm_medium = "mount: /dev/mapper/debian-live /run/live/medium iso9660 ro";
     let loop_host = "mount: /dev/vda /run/isoroot/host ext4 ro";
     vec![
-        case("debian-live on ext4 by UUID", &["ext4-debian"], format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"), debian()),
+        // The root image is read from the ISO's loop device at its offset, not through a
+        // second loop on a file inside isofs.
+        case(
+            "debian-live on ext4 by UUID",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
+            and(debian(), &["loop: loop0 /run/isoroot/host/isos/debian-live.iso offset=0", "loop: loop1 /dev/loop0 offset="], &[]),
+        ),
         case("ubuntu layers on FAT32 by LABEL", &["fat32-ubuntu"], format!("iso=LABEL={FAT_LABEL}:/isos/ubuntu.iso"), ubuntu()),
         case(
             "generic on exFAT, spaces in label and path",
@@ -112,9 +121,9 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         case(
             "no such file",
             &["ext4-debian"],
-            format!("iso=UUID={EXT4_UUID}:/isos/nope.iso"),
+            format!("iso=UUID={EXT4_UUID}:/isos/nope/nope.iso"),
             failure(&[
-                "has no file /isos/nope.iso",
+                "has no file /isos/nope/nope.iso",
                 "/isos on it holds: debian-live.iso, notiso.iso",
                 "rebooting in 120 s",
             ]),
@@ -135,7 +144,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             format!("iso=UUID={EXT4_UUID}:/isos/notiso.iso"),
             failure(&["/isos/notiso.iso is not an ISO 9660 or UDF image: expected \"CD001\" at byte 32769, found \"ZZZZZ\""]),
         ),
-        case("debian-live by extent hints (dm-linear)", &["ext4-hints"], f.hints.clone(), and(debian(), &[dm_medium], &[host])),
+        case("debian-live by extent hints (dm-linear)", &["ext4-hints"], f.hints.clone(), and(debian(), &[dm_medium, "loop: loop0 /dev/mapper/debian-live offset="], &[host])),
         Case {
             initrd: Initrd::Map,
             ..case(
@@ -156,6 +165,58 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext4-hints"],
             f.stale_hints.clone(),
             and(marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"), &["the file moved or changed since the hints were made", loop_host], &[]),
+        ),
+        case(
+            "a truncated ISO",
+            &["ext4-bad"],
+            format!("iso=UUID={BAD_UUID}:/isos/truncated.iso"),
+            failure(&["/isos/truncated.iso is truncated: its volume descriptor says 1.4 MiB (1423360 bytes), the file has 1.0 MiB (1048576 bytes)"]),
+        ),
+        case(
+            "an empty ISO",
+            &["ext4-bad"],
+            format!("iso=UUID={BAD_UUID}:/isos/empty.iso"),
+            failure(&["/isos/empty.iso is not an ISO image: it has 0 bytes"]),
+        ),
+        case(
+            "a directory where the ISO was expected",
+            &["ext4-bad"],
+            format!("iso=UUID={BAD_UUID}:/isos/adir.iso"),
+            failure(&["/isos/adir.iso on /dev/vda (64.0 MiB) ext4 UUID=33333333-4444-5555-6666-777777777777 LABEL=\"broken\" is a directory, not an ISO file"]),
+        ),
+        case(
+            "a corrupt root image",
+            &["ext4-bad"],
+            format!("iso=UUID={BAD_UUID}:/isos/corrupt-root.iso"),
+            failure(&["mounting /run/isoroot/medium/live/filesystem.squashfs (squashfs, /dev/loop1) on /run/live/rootfs/filesystem.squashfs; is the image corrupt?"]),
+        ),
+        case(
+            "a layout no profile knows",
+            &["ext4-bad"],
+            format!("iso=UUID={BAD_UUID}:/isos/unknown.iso"),
+            failure(&[
+                "no profile matches this ISO",
+                "its top level holds: .disk/, boot/",
+                "profiles tried: debian-live (needs /live); ubuntu-casper (needs /casper); generic (no root image in /)",
+            ]),
+        ),
+        case(
+            "an unterminated quote",
+            &["ext4-debian"],
+            format!("iso=\"UUID={EXT4_UUID}:/isos/debian-live.iso"),
+            failure(&["the kernel command line has an unterminated quote: \"UUID="]),
+        ),
+        case(
+            "'..' in the path",
+            &["ext4-debian"],
+            "iso=/isos/../isos/debian-live.iso".into(),
+            failure(&["bad value for iso: expected [SOURCE:]/PATH with SOURCE one of UUID=, LABEL=, PARTUUID=, PARTLABEL=, /dev/NAME, and PATH absolute without '..', found \"/isos/../isos/debian-live.iso\""]),
+        ),
+        case(
+            "a misspelt iso.* key",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.tiemout=5"),
+            failure(&["unknown key \"iso.tiemout\" on the kernel command line; isoroot knows: iso iso.extents"]),
         ),
         Case {
             initrd: Initrd::RescueShell,

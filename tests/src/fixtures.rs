@@ -11,6 +11,7 @@ use std::process::Command;
 pub const EXT4_UUID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 pub const EMPTY_UUID: &str = "11111111-2222-3333-4444-555555555555";
 pub const HINTS_UUID: &str = "22222222-3333-4444-5555-666666666666";
+pub const BAD_UUID: &str = "33333333-4444-5555-6666-777777777777";
 pub const FAT_LABEL: &str = "ISOSTICK";
 pub const EXFAT_LABEL: &str = "EXFAT STICK";
 pub const EXFAT_PATH: &str = "/my isos/generic live.iso";
@@ -295,6 +296,27 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let notiso = isos.join("notiso.iso");
     fs::write(&notiso, vec![0x5a; 1 << 20])?;
 
+    // Broken media: a root image cut short (its superblock promises more than is there),
+    // an ISO with no layout any profile knows, and cut and empty copies.
+    let tree = work.join("tree-corrupt");
+    let good = work.join("corrupt-src.squashfs");
+    squashfs(&work.join("roots/debian"), &good)?;
+    fs::create_dir_all(tree.join("live"))?;
+    fs::write(tree.join("live/filesystem.squashfs"), &fs::read(&good)?[..8192])?;
+    let corrupt = isos.join("corrupt-root.iso");
+    iso(&tree, "CORRUPT", &corrupt)?;
+    let tree = work.join("tree-unknown");
+    fs::create_dir_all(tree.join("boot"))?;
+    fs::write(tree.join("boot/readme.txt"), "no root image here\n")?;
+    let unknown = isos.join("unknown.iso");
+    iso(&tree, "UNKNOWN", &unknown)?;
+    let bad_stage = work.join("stage-bad");
+    fs::create_dir_all(bad_stage.join("isos/adir.iso"))?;
+    fs::copy(&corrupt, bad_stage.join("isos/corrupt-root.iso"))?;
+    fs::copy(&unknown, bad_stage.join("isos/unknown.iso"))?;
+    fs::write(bad_stage.join("isos/truncated.iso"), &fs::read(&debian)?[..1 << 20])?;
+    fs::write(bad_stage.join("isos/empty.iso"), b"")?;
+
     let mut disks = BTreeMap::new();
     let stage = work.join("stage-ext4");
     fs::create_dir_all(stage.join("isos"))?;
@@ -310,6 +332,10 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let img = dir.join("ext4-empty.img");
     ext4(&stage, EMPTY_UUID, "empty", &img)?;
     disks.insert("ext4-empty", img);
+
+    let img = dir.join("ext4-bad.img");
+    ext4(&bad_stage, BAD_UUID, "broken", &img)?;
+    disks.insert("ext4-bad", img);
 
     let img = dir.join("ext4-hints.img");
     let (hints, stale_hints, map) = hints_disk(isoroot, &debian, &generic, &img, &work)?;
