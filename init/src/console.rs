@@ -31,10 +31,6 @@ pub fn configure(debug: bool, quiet: bool) {
     SHOWN.store(level as u8, Ordering::Relaxed);
 }
 
-pub fn debug_enabled() -> bool {
-    SHOWN.load(Ordering::Relaxed) >= Level::Debug as u8
-}
-
 pub fn log(level: Level, args: fmt::Arguments) {
     let tag = match level {
         Level::Error => "error: ",
