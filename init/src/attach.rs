@@ -1,15 +1,21 @@
-//! Step 5: make the ISO a block device. With extent hints (`iso.extents=` or `iso.map=`)
-//! and a fingerprint, a read-only dm-linear device over the boot device, without mounting
-//! its filesystem; when the hints cannot be proven, or without them, a read-only loop
-//! device on the file in the read-only mounted filesystem.
+//! Step 5: make the ISO a block device, never mounting the filesystem that holds it when
+//! that can be avoided. In order:
+//! (a) extent hints (`iso.extents=` or `iso.map=`) checked by their fingerprint;
+//! (b) the file's allocation read from the filesystem in user space (`scan`), checked by
+//!     the ISO's volume descriptor and size;
+//! (c) the filesystem mounted read-only and the file on a read-only loop device.
+//! (a) and (b) give a read-only dm-linear device. A step that cannot prove its result says
+//! why and the next one is tried; `iso.attach=` forces one.
 
 use crate::blockdev::BlockDev;
 use crate::cmdline::{Attach, Cmdline, Extent, Location};
-use crate::dm::Linear;
+use crate::dm::Target;
 use crate::iso9660::{self, IsoInfo};
 use crate::locate::{self, Hardware};
 use crate::loopdev::Window;
 use crate::mount::{Linux, Sys};
+use crate::scan::{self, Run, ScanError};
+use crate::superblock::FsKind;
 use crate::verify;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
@@ -21,7 +27,7 @@ pub struct Attached {
     pub iso: IsoInfo,
     /// The device that holds the file.
     pub source: BlockDev,
-    pub how: &'static str,
+    pub how: String,
 }
 
 /// The dm device's name: the ISO's file name, without what a device name cannot hold.
@@ -41,7 +47,7 @@ fn dm_name(path: &str) -> String {
 }
 
 /// The linear table for `extents` on a device of `dev_sectors` sectors.
-fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result<Vec<Linear>> {
+fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result<Vec<Target>> {
     extents
         .iter()
         .map(|e| {
@@ -53,7 +59,21 @@ fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result
                     dev_sectors
                 );
             }
-            Ok(Linear { major, minor, start: e.start, sectors: e.sectors })
+            Ok(Target::Linear { major, minor, start: e.start, sectors: e.sectors })
+        })
+        .collect()
+}
+
+/// The table for a scanned file: runs in sectors (the last one rounded up, which stays
+/// inside its allocated block), holes as zero targets.
+fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
+    runs.iter()
+        .map(|r| match *r {
+            Run::Data { offset, len } if offset % 512 == 0 => {
+                Ok(Target::Linear { major, minor, start: offset / 512, sectors: len.div_ceil(512) })
+            }
+            Run::Data { offset, .. } => bail!("a run at byte {offset} is not sector-aligned"),
+            Run::Zero { len } => Ok(Target::Zero { sectors: len.div_ceil(512) }),
         })
         .collect()
 }
@@ -74,8 +94,28 @@ fn check_image(file: &File, len: u64, c: &Cmdline, name: &str) -> Result<IsoInfo
     Ok(iso)
 }
 
-/// Maps the file by its extents and proves the mapping: fingerprint, then the ISO's own
-/// volume descriptor and size.
+/// Creates the dm device, runs `check` on it, and removes it again when the check fails.
+fn map_checked(
+    sys: &mut Linux,
+    name: &str,
+    targets: &[Target],
+    check: impl FnOnce(&File) -> Result<IsoInfo>,
+) -> Result<(PathBuf, IsoInfo)> {
+    let dev =
+        sys.map_linear(name, targets).with_context(|| format!("creating the dm-linear device {name}"))?;
+    let checked =
+        File::open(&dev).with_context(|| format!("opening {}", dev.display())).and_then(|f| check(&f));
+    match checked {
+        Ok(iso) => Ok((dev, iso)),
+        Err(e) => {
+            sys.unmap(name);
+            Err(e)
+        }
+    }
+}
+
+/// (a): maps the file by its extents and proves the mapping: fingerprint, then the ISO's
+/// own volume descriptor and size.
 fn by_hints(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
     let extents = c.extents.as_deref().unwrap_or_default();
     let Some(src) = &loc.source else {
@@ -89,13 +129,9 @@ fn by_hints(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> 
     let source = locate::wait_for_device(src, c.timeout, hw)?;
     let (major, minor) = dev_numbers(&source)?;
     let targets = table(extents, major, minor, source.size / 512)?;
-    let name = dm_name(&loc.path);
-    let dev =
-        sys.map_linear(&name, &targets).with_context(|| format!("creating the dm-linear device {name}"))?;
-    let checked = (|| {
-        let file = File::open(&dev).with_context(|| format!("opening {}", dev.display()))?;
-        let len: u64 = extents.iter().map(|e| e.sectors * 512).sum();
-        let got = verify::fingerprint(&file, len).with_context(|| format!("reading {}", dev.display()))?;
+    let len: u64 = extents.iter().map(|e| e.sectors * 512).sum();
+    let (dev, iso) = map_checked(sys, &dm_name(&loc.path), &targets, |file| {
+        let got = verify::fingerprint(file, len).context("reading the mapped device")?;
         if got != want {
             bail!(
                 "the mapped sectors have fingerprint sha256:{}, iso.fingerprint= says sha256:{}: the file moved or \
@@ -104,18 +140,50 @@ fn by_hints(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> 
                 verify::hex(&want)
             );
         }
-        check_image(&file, len, c, &loc.to_string())
-    })();
-    match checked {
-        Ok(iso) => Ok(Attached { dev, iso, source, how: "dm-linear from extent hints" }),
-        Err(e) => {
-            sys.unmap(&name);
-            Err(e)
-        }
-    }
+        check_image(file, len, c, &loc.to_string())
+    })?;
+    Ok(Attached { dev, iso, source, how: "dm-linear from extent hints".into() })
 }
 
-/// The file in the read-only mounted filesystem, on a read-only loop device.
+/// Why a scan cannot help, and whether the loop path could (a missing file is missing
+/// either way).
+enum ScanFailure {
+    Final(anyhow::Error),
+    TryLoop(anyhow::Error),
+}
+
+/// (b): reads the file's allocation from the filesystem on the device.
+fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached, ScanFailure> {
+    use ScanFailure::{Final, TryLoop};
+    let Some(src) = &loc.source else {
+        return Err(TryLoop(anyhow!("without a SOURCE every filesystem is searched by mounting it")));
+    };
+    let source = locate::wait_for_device(src, c.timeout, hw).map_err(Final)?;
+    let kind = source.fs.as_ref().map(|f| f.kind);
+    let Some(kind @ (FsKind::Ext4 | FsKind::Vfat | FsKind::Exfat)) = kind else {
+        return Err(TryLoop(anyhow!("{source}: isoroot reads the allocation of ext4, FAT and exFAT only")));
+    };
+    let file =
+        File::open(&source.path).map_err(|e| TryLoop(anyhow!("opening {}: {e}", source.path.display())))?;
+    let map = match scan::map(&file, kind, &loc.path) {
+        Ok(map) => map,
+        Err(e @ ScanError::NotFound { .. }) => return Err(Final(anyhow!("{source} has {e}"))),
+        Err(ScanError::NotAFile(p)) => {
+            return Err(Final(anyhow!("{p} on {source} is a directory, not an ISO file")))
+        }
+        Err(e) => return Err(TryLoop(anyhow!("{source}: {e}"))),
+    };
+    let name = loc.to_string();
+    iso9660::check_len(map.size, &name).map_err(Final)?;
+    let (major, minor) = dev_numbers(&source).map_err(TryLoop)?;
+    let targets = scan_table(&map.runs, major, minor).map_err(TryLoop)?;
+    let (dev, iso) = map_checked(sys, &dm_name(&loc.path), &targets, |f| check_image(f, map.size, c, &name))
+        .map_err(Final)?;
+    let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
+    Ok(Attached { dev, iso, source, how })
+}
+
+/// (c): the file in the read-only mounted filesystem, on a read-only loop device.
 fn by_loop(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
     let found = locate::locate(sys, loc, c.timeout, hw)?;
     let name = loc.to_string();
@@ -125,21 +193,30 @@ fn by_loop(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
     let dev = sys
         .attach_loop(&found.file, Window::default())
         .with_context(|| format!("attaching {name} to a loop device"))?;
-    Ok(Attached { dev, iso, source: found.dev, how: "loop device on the read-only mounted file" })
+    Ok(Attached { dev, iso, source: found.dev, how: "loop device on the read-only mounted file".into() })
 }
 
 pub fn attach(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
     match c.attach {
-        Some(Attach::Loop) => {}
+        Some(Attach::Loop) => return by_loop(sys, c, loc, hw),
         Some(Attach::Hints) => return by_hints(sys, c, loc, hw).context("iso.attach=hints"),
-        Some(Attach::Scan) | None => {}
+        Some(Attach::Scan) => {
+            return by_scan(sys, c, loc, hw)
+                .map_err(|(ScanFailure::Final(e) | ScanFailure::TryLoop(e))| e.context("iso.attach=scan"))
+        }
+        None => {}
     }
     if c.extents.is_some() {
         match by_hints(sys, c, loc, hw) {
             Ok(a) => return Ok(a),
-            Err(e) => crate::warn!(
-                "extent hints not used: {e:#}\nfalling back to a loop device on the mounted file"
-            ),
+            Err(e) => crate::warn!("extent hints not used: {e:#}\nfalling back to a scan of the filesystem"),
+        }
+    }
+    match by_scan(sys, c, loc, hw) {
+        Ok(a) => return Ok(a),
+        Err(ScanFailure::Final(e)) => return Err(e),
+        Err(ScanFailure::TryLoop(e)) => {
+            crate::info!("no dm-linear map: {e:#}; mounting it read-only instead")
         }
     }
     by_loop(sys, c, loc, hw)
@@ -161,9 +238,27 @@ mod tests {
         let e = [Extent { start: 100, sectors: 50 }];
         assert_eq!(
             table(&e, 254, 1, 150).unwrap(),
-            [Linear { major: 254, minor: 1, start: 100, sectors: 50 }]
+            [Target::Linear { major: 254, minor: 1, start: 100, sectors: 50 }]
         );
         let err = table(&e, 254, 1, 149).unwrap_err().to_string();
         assert!(err.contains("ends past the device's 149 sectors"), "{err}");
+    }
+
+    #[test]
+    fn scanned_runs_become_sectors_and_holes_zeros() {
+        let runs = [
+            Run::Zero { len: 32768 },
+            Run::Data { offset: 1 << 20, len: 4096 },
+            Run::Data { offset: 8192, len: 100 },
+        ];
+        assert_eq!(
+            scan_table(&runs, 8, 1).unwrap(),
+            [
+                Target::Zero { sectors: 64 },
+                Target::Linear { major: 8, minor: 1, start: 2048, sectors: 8 },
+                Target::Linear { major: 8, minor: 1, start: 16, sectors: 1 },
+            ]
+        );
+        assert!(scan_table(&[Run::Data { offset: 100, len: 512 }], 8, 1).is_err());
     }
 }

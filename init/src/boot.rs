@@ -3,7 +3,7 @@
 
 use crate::attach::{self, Attached};
 use crate::blockdev::Devices;
-use crate::cmdline::{self, Attach, Cmdline, Mode};
+use crate::cmdline::{self, Cmdline, Mode};
 use crate::liveroot::{self, MountedIso, MEDIUM, NEWROOT};
 use crate::locate::Hardware;
 use crate::modules::{Modules, LOAD_LIST};
@@ -19,9 +19,6 @@ const STATE: &str = "/run/isoroot/state";
 /// Keys this build accepts but cannot act on yet, and what it does instead.
 fn warn_unsupported(c: &Cmdline) {
     let mut notes = Vec::new();
-    if c.attach == Some(Attach::Scan) {
-        notes.push("iso.attach=scan: not in this build; using extent hints when given, else a loop device");
-    }
     if c.persist.is_some() {
         notes.push("iso.persist: not in this build; booting without persistence (changes stay in RAM)");
     }

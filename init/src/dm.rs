@@ -46,17 +46,25 @@ mod ioctl {
     nix::ioctl_readwrite!(table_load, 0xfd, 9, DmIoctl);
 }
 
-/// One `linear` target: `sectors` sectors of `device` from `start`.
+/// One segment of the table, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Linear {
-    pub major: u32,
-    pub minor: u32,
-    pub start: u64,
-    pub sectors: u64,
+pub enum Target {
+    /// `sectors` sectors of device `major:minor` from `start`.
+    Linear { major: u32, minor: u32, start: u64, sectors: u64 },
+    /// `sectors` sectors that read as zeros (a hole in a sparse file).
+    Zero { sectors: u64 },
+}
+
+impl Target {
+    fn sectors(&self) -> u64 {
+        match *self {
+            Target::Linear { sectors, .. } | Target::Zero { sectors } => sectors,
+        }
+    }
 }
 
 /// The ioctl buffer: the header, then (for a table) the targets, 8-byte aligned.
-fn buffer(name: &str, flags: u32, targets: &[Linear]) -> io::Result<Vec<u64>> {
+fn buffer(name: &str, flags: u32, targets: &[Target]) -> io::Result<Vec<u64>> {
     if name.is_empty() || name.len() >= NAME_LEN || name.contains('/') {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad device-mapper name {name:?}")));
     }
@@ -65,13 +73,16 @@ fn buffer(name: &str, flags: u32, targets: &[Linear]) -> io::Result<Vec<u64>> {
     let mut body: Vec<u8> = Vec::new();
     let mut sector = 0u64;
     for t in targets {
-        let params = format!("{}:{} {}\0", t.major, t.minor, t.start);
+        let (kind, params) = match t {
+            Target::Linear { major, minor, start, .. } => ("linear", format!("{major}:{minor} {start}\0")),
+            Target::Zero { .. } => ("zero", "\0".to_string()),
+        };
         let len = (spec + params.len()).next_multiple_of(8);
         let mut target_type = [0u8; 16];
-        target_type[..6].copy_from_slice(b"linear");
+        target_type[..kind.len()].copy_from_slice(kind.as_bytes());
         let s = DmTargetSpec {
             sector_start: sector,
-            length: t.sectors,
+            length: t.sectors(),
             status: 0,
             next: len as u32,
             target_type,
@@ -81,7 +92,7 @@ fn buffer(name: &str, flags: u32, targets: &[Linear]) -> io::Result<Vec<u64>> {
         body.extend_from_slice(bytes);
         body.extend_from_slice(params.as_bytes());
         body.resize(body.len().next_multiple_of(8), 0);
-        sector += t.sectors;
+        sector += t.sectors();
     }
     let total = header + body.len();
     let mut h = DmIoctl {
@@ -110,7 +121,7 @@ fn buffer(name: &str, flags: u32, targets: &[Linear]) -> io::Result<Vec<u64>> {
 
 type Call = unsafe fn(i32, *mut DmIoctl) -> nix::Result<i32>;
 
-fn call(what: Call, name: &str, flags: u32, targets: &[Linear]) -> io::Result<DmIoctl> {
+fn call(what: Call, name: &str, flags: u32, targets: &[Target]) -> io::Result<DmIoctl> {
     let control = OpenOptions::new().read(true).write(true).open("/dev/mapper/control")?;
     let mut buf = buffer(name, flags, targets)?;
     let ptr = buf.as_mut_ptr().cast::<DmIoctl>();
@@ -120,9 +131,9 @@ fn call(what: Call, name: &str, flags: u32, targets: &[Linear]) -> io::Result<Dm
     Ok(unsafe { std::ptr::read(ptr) })
 }
 
-/// Creates a read-only linear device over `targets` and returns its node, made here
-/// because there is no udev to make it.
-pub fn create(name: &str, targets: &[Linear]) -> io::Result<PathBuf> {
+/// Creates a read-only device over `targets` and returns its node, made here because there
+/// is no udev to make it.
+pub fn create(name: &str, targets: &[Target]) -> io::Result<PathBuf> {
     let created = call(ioctl::dev_create, name, 0, &[])?;
     let activate = call(ioctl::table_load, name, READONLY_FLAG, targets)
         .and_then(|_| call(ioctl::dev_suspend, name, 0, &[]));
@@ -161,13 +172,14 @@ mod tests {
     #[test]
     fn table_buffer_chains_targets() {
         let t = [
-            Linear { major: 254, minor: 0, start: 2048, sectors: 100 },
-            Linear { major: 254, minor: 0, start: 9000, sectors: 8 },
+            Target::Linear { major: 254, minor: 0, start: 2048, sectors: 100 },
+            Target::Linear { major: 254, minor: 0, start: 9000, sectors: 8 },
+            Target::Zero { sectors: 4 },
         ];
         let buf = buffer("debian-live", READONLY_FLAG, &t).unwrap();
         let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let h = unsafe { std::ptr::read(buf.as_ptr().cast::<DmIoctl>()) };
-        assert_eq!((h.target_count, h.data_start, h.flags), (2, 312, READONLY_FLAG));
+        assert_eq!((h.target_count, h.data_start, h.flags), (3, 312, READONLY_FLAG));
         assert_eq!(&h.name[..12], b"debian-live\0");
         // First spec: sector 0, 100 sectors, "linear", params, next = 40 + 14 rounded to 56.
         let s = &bytes[312..];
@@ -178,7 +190,10 @@ mod tests {
         assert_eq!(&s[40..54], b"254:0 2048\0\0\0\0");
         // Second spec starts where `next` says, at logical sector 100.
         assert_eq!(u64::from_ne_bytes(s[56..64].try_into().unwrap()), 100);
-        assert_eq!(h.data_size as usize, 312 + 56 + 56);
+        // The zero target: at sector 108, no parameters.
+        assert_eq!(u64::from_ne_bytes(s[112..120].try_into().unwrap()), 108);
+        assert_eq!(&s[136..140], b"zero");
+        assert_eq!(h.data_size as usize, 312 + 56 + 56 + 48);
         assert!(buffer("a/b", 0, &[]).is_err());
     }
 }

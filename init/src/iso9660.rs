@@ -23,14 +23,20 @@ fn printable(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Checks the volume descriptor at byte 32768 and that the file holds the whole volume.
-pub fn check(file: &(impl ReadAt + ?Sized), len: u64, name: &str) -> Result<IsoInfo> {
+/// Whether a file of `len` bytes can hold an ISO at all.
+pub fn check_len(len: u64, name: &str) -> Result<()> {
     if len < MIN_LEN {
         bail!(
             "{name} is not an ISO image: it has {len} bytes, an ISO 9660 image has at least \
              {MIN_LEN} (a volume descriptor at byte 32768); is it an empty or truncated copy?"
         );
     }
+    Ok(())
+}
+
+/// Checks the volume descriptor at byte 32768 and that the file holds the whole volume.
+pub fn check(file: &(impl ReadAt + ?Sized), len: u64, name: &str) -> Result<IsoInfo> {
+    check_len(len, name)?;
     let mut pvd = [0u8; SECTOR as usize];
     file.read_at(16 * SECTOR, &mut pvd)?;
     match &pvd[1..6] {

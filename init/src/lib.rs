@@ -18,6 +18,7 @@ pub mod parttable;
 pub mod paths;
 pub mod pid1;
 pub mod profile;
+pub mod scan;
 pub mod superblock;
 pub mod switchroot;
 pub mod verify;

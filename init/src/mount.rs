@@ -119,7 +119,7 @@ impl Sys for Linux {
 
 impl Linux {
     /// A read-only dm-linear device, removed again by [`Linux::undo`].
-    pub fn map_linear(&mut self, name: &str, targets: &[crate::dm::Linear]) -> io::Result<PathBuf> {
+    pub fn map_linear(&mut self, name: &str, targets: &[crate::dm::Target]) -> io::Result<PathBuf> {
         let node = crate::dm::create(name, targets)?;
         self.mapped.push(name.to_string());
         Ok(node)

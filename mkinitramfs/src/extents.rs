@@ -4,9 +4,10 @@
 use crate::cpio::Archive;
 use anyhow::{bail, Context, Result};
 use isoroot_init::cmdline::{format_extents, Extent, Location, Source};
-use isoroot_init::{superblock, verify};
+use isoroot_init::{scan, superblock, verify};
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -179,7 +180,16 @@ fn word(key: &str, value: &str) -> String {
     }
 }
 
-pub fn run(file: &Path, cpio: Option<&Path>) -> Result<()> {
+/// A file's place on its device, however it was found.
+struct Placed {
+    loc: Location,
+    /// (byte offset on the device, length), in file order.
+    runs: Vec<(u64, u64)>,
+    fingerprint: [u8; 32],
+}
+
+/// The mounted file, by FIEMAP.
+fn by_fiemap(file: &Path) -> Result<Placed> {
     let name = file.display().to_string();
     let canon = std::fs::canonicalize(file).with_context(|| format!("resolving {name}"))?;
     let f = File::open(&canon).with_context(|| format!("opening {name}"))?;
@@ -189,27 +199,91 @@ pub fn run(file: &Path, cpio: Option<&Path>) -> Result<()> {
         bail!("{name} is not a regular file whose size is a whole number of 512-byte sectors");
     }
     let dev = block_device(meta.dev())?;
-    let fs = File::open(&dev)
+    let loc = Location { source: Some(Source::Uuid(uuid_of(&dev)?)), path: path_in_fs(&canon, meta.dev())? };
+    let runs = physical_extents(&f, len, &name)?;
+    Ok(Placed { loc, runs, fingerprint: verify::fingerprint(&f, len)? })
+}
+
+/// `path` in the filesystem on `dev`, from its on-disk allocation (isoroot's boot-time
+/// reader): no mount, so a stick formatted and filled elsewhere works too.
+fn by_scan(dev: &Path, path: &str) -> Result<Placed> {
+    let d = File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
+    let kind = superblock::probe(&d)?
+        .map(|f| f.kind)
+        .with_context(|| format!("no filesystem on {}", dev.display()))?;
+    let map = scan::map(&d, kind, path).map_err(|e| anyhow::anyhow!("{}: {e}", dev.display()))?;
+    let mut runs = Vec::new();
+    for r in &map.runs {
+        match *r {
+            scan::Run::Data { offset, len } => runs.push((offset, len)),
+            scan::Run::Zero { .. } => bail!(
+                "{path} is sparse: a hole has no sectors to map; rewrite it densely (cp --sparse=never)"
+            ),
+        }
+    }
+    let through = Through { dev: &d, runs: &runs };
+    let fingerprint = verify::fingerprint(&through, map.size)?;
+    let loc = Location { source: Some(Source::Uuid(uuid_of(dev)?)), path: path.to_string() };
+    Ok(Placed { loc, runs, fingerprint })
+}
+
+fn uuid_of(dev: &Path) -> Result<String> {
+    let fs = File::open(dev)
         .and_then(|d| superblock::probe(&d))
         .with_context(|| format!("reading the superblock of {} (run as root)", dev.display()))?;
-    let Some(uuid) = fs.and_then(|f| f.uuid) else {
-        bail!("{} has no filesystem UUID isoroot can name it by", dev.display());
+    fs.and_then(|f| f.uuid)
+        .with_context(|| format!("{} has no filesystem UUID isoroot can name it by", dev.display()))
+}
+
+/// A file read through its runs on the device.
+struct Through<'a> {
+    dev: &'a File,
+    runs: &'a [(u64, u64)],
+}
+
+impl superblock::ReadAt for Through<'_> {
+    fn read_at(&self, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<()> {
+        let mut start = 0u64;
+        for &(at, len) in self.runs {
+            if buf.is_empty() {
+                break;
+            }
+            if offset < start + len {
+                let n = (start + len - offset).min(buf.len() as u64) as usize;
+                self.dev.read_exact_at(&mut buf[..n], at + (offset - start))?;
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            start += len;
+        }
+        if buf.is_empty() {
+            Ok(())
+        } else {
+            Err(std::io::ErrorKind::UnexpectedEof.into())
+        }
+    }
+}
+
+pub fn run(file: &Path, device: Option<&Path>, cpio: Option<&Path>) -> Result<()> {
+    let name = file.display().to_string();
+    let placed = match device {
+        Some(dev) => by_scan(dev, &name)?,
+        None => by_fiemap(file)?,
     };
-    let loc = Location { source: Some(Source::Uuid(uuid)), path: path_in_fs(&canon, meta.dev())? };
-    let extents: Vec<Extent> = physical_extents(&f, len, &name)?
-        .into_iter()
-        .map(|(p, l)| {
+    let extents: Vec<Extent> = placed
+        .runs
+        .iter()
+        .map(|&(p, l)| {
             if p % 512 != 0 {
                 bail!("{name}: an extent starts at byte {p}, not on a sector boundary");
             }
             Ok(Extent { start: p / 512, sectors: l.div_ceil(512) })
         })
         .collect::<Result<_>>()?;
-    let fingerprint = format!("sha256:{}", verify::hex(&verify::fingerprint(&f, len)?));
     let keys = [
-        ("iso", loc.to_string()),
+        ("iso", placed.loc.to_string()),
         ("iso.extents", format_extents(&extents)),
-        ("iso.fingerprint", fingerprint),
+        ("iso.fingerprint", format!("sha256:{}", verify::hex(&placed.fingerprint))),
     ];
     let Some(out) = cpio else {
         let words: Vec<String> = keys.iter().map(|(k, v)| word(k, v)).collect();
@@ -225,7 +299,7 @@ pub fn run(file: &Path, cpio: Option<&Path>) -> Result<()> {
         println!("{words}");
         return Ok(());
     };
-    let stem = canon
+    let stem = Path::new(&placed.loc.path)
         .file_stem()
         .unwrap_or_default()
         .to_string_lossy()

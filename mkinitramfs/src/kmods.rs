@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub const ALWAYS: &[&str] = &[
     "loop",
     "dm-mod",
+    // Holes in a sparse ISO file map to dm's zero target.
+    "dm-zero",
     "isofs",
     "udf",
     "squashfs",

@@ -58,6 +58,10 @@ enum Cmd {
         /// initrd, and print the iso.map= word instead.
         #[arg(long, value_name = "OUT")]
         cpio: Option<PathBuf>,
+        /// Read FILE (a path inside the filesystem on DEV) from DEV's on-disk allocation
+        /// (ext4, FAT, exFAT) instead of asking the mounted filesystem: no mount needed.
+        #[arg(long, value_name = "DEV")]
+        device: Option<PathBuf>,
         file: PathBuf,
     },
 }
@@ -102,6 +106,6 @@ fn main() -> Result<()> {
                 add_modules,
             })
         }
-        Cmd::Extents { cpio, file } => extents::run(&file, cpio.as_deref()),
+        Cmd::Extents { cpio, device, file } => extents::run(&file, device.as_deref(), cpio.as_deref()),
     }
 }

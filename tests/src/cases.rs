@@ -2,6 +2,7 @@
 
 use crate::fixtures::{
     Fixtures, BAD_UUID, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_DISK_ID, FAT_LABEL,
+    FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, RECOVER_UUID,
 };
 use crate::qemu::{Accel, Vm, VmSpec};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +28,8 @@ pub enum Initrd {
     RescueShell,
     /// With the map archive of `isoroot extents --cpio` appended.
     Map,
+    /// With the map of the 200+-extent ISO on ext4-frag appended.
+    FragMap,
 }
 
 pub struct Case {
@@ -83,15 +86,23 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
     // The host filesystem must never be mounted on the dm-linear path.
     let host = "/run/isoroot/host";
     let dm_medium = "mount: /dev/mapper/debian-live /run/live/medium iso9660 ro";
+    let dm_layer = "loop: loop0 /dev/mapper/debian-live offset=";
     let loop_host = "mount: /dev/vda /run/isoroot/host ext4 ro";
     vec![
-        // The root image is read from the ISO's loop device at its offset, not through a
-        // second loop on a file inside isofs.
+        // By default the ISO is mapped from a scan of the filesystem (this one is sparse:
+        // holes become zero targets), the host is never mounted, and the root image is read
+        // from the ISO's device at its offset, not through a loop on a file inside isofs.
         case(
             "debian-live on ext4 by UUID",
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
-            and(debian(), &["loop: loop0 /run/isoroot/host/isos/debian-live.iso offset=0", "loop: loop1 /dev/loop0 offset="], &[]),
+            and(debian(), &["dm-linear from a scan of ext4", dm_medium, dm_layer], &[host]),
+        ),
+        case(
+            "the loop path (iso.attach=loop)",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.attach=loop"),
+            and(debian(), &[loop_host, "loop: loop0 /run/isoroot/host/isos/debian-live.iso offset=0", "loop: loop1 /dev/loop0 offset="], &[]),
         ),
         case("ubuntu layers on FAT32 by LABEL", &["fat32-ubuntu"], format!("iso=LABEL={FAT_LABEL}:/isos/ubuntu.iso"), ubuntu()),
         case(
@@ -144,7 +155,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             format!("iso=UUID={EXT4_UUID}:/isos/notiso.iso"),
             failure(&["/isos/notiso.iso is not an ISO 9660 or UDF image: expected \"CD001\" at byte 32769, found \"ZZZZZ\""]),
         ),
-        case("debian-live by extent hints (dm-linear)", &["ext4-hints"], f.hints.clone(), and(debian(), &[dm_medium, "loop: loop0 /dev/mapper/debian-live offset="], &[host])),
+        case("debian-live by extent hints (dm-linear)", &["ext4-hints"], f.hints.clone(), and(debian(), &[dm_medium, dm_layer], &[host])),
         Case {
             initrd: Initrd::Map,
             ..case(
@@ -155,16 +166,69 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             )
         },
         case(
-            "wrong fingerprint falls back to the loop device",
+            "wrong fingerprint falls back to a scan",
             &["ext4-hints"],
             f.hints.split(' ').map(|w| if w.starts_with("iso.fingerprint=") { "iso.fingerprint=sha256:0000000000000000000000000000000000000000000000000000000000000000" } else { w }).collect::<Vec<_>>().join(" "),
-            and(debian(), &["extent hints not used: the mapped sectors have fingerprint sha256:", loop_host], &["/dev/mapper"]),
+            and(
+                debian(),
+                &["extent hints not used: the mapped sectors have fingerprint sha256:", "falling back to a scan", dm_medium],
+                &[host],
+            ),
         ),
         case(
             "stale hints (file rewritten) fall back and boot the new file",
             &["ext4-hints"],
             f.stale_hints.clone(),
-            and(marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"), &["the file moved or changed since the hints were made", loop_host], &[]),
+            and(
+                marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"),
+                &["the file moved or changed since the hints were made", "mount: /dev/mapper/stale /run/isoroot/medium iso9660"],
+                &[host],
+            ),
+        ),
+        case(
+            "fragmented ISO on ext4 (200+ runs), scan",
+            &["ext4-frag"],
+            format!("iso=UUID={FRAG_UUID}:/isos/debian-live.iso"),
+            and(debian(), &["dm-linear from a scan of ext4 (", dm_medium], &[host]),
+        ),
+        Case {
+            initrd: Initrd::FragMap,
+            ..case(
+                "200+-extent map as an extra initrd",
+                &["ext4-frag"],
+                "iso.map=/etc/isoroot/maps/debian-live.map".into(),
+                and(debian(), &["dm-linear from extent hints", dm_medium], &[host]),
+            )
+        },
+        case(
+            "fragmented ISO on FAT32, scan",
+            &["fat32-frag"],
+            format!("iso=LABEL={FRAG_FAT_LABEL}:/isos/debian-live.iso"),
+            and(debian(), &["dm-linear from a scan of vfat (", dm_medium], &[host]),
+        ),
+        case(
+            "fragmented ISO on exFAT, scan, path in another case",
+            &["exfat-frag"],
+            format!("iso=LABEL={FRAG_EXFAT_LABEL}:/ISOS/Debian-Live.iso"),
+            and(
+                debian(),
+                &["dm-linear from a scan of exfat (", "mount: /dev/mapper/Debian-Live /run/live/medium iso9660 ro"],
+                &[host],
+            ),
+        ),
+        case(
+            "ext4 that needs journal recovery: read-only mount, no replay",
+            &["ext4-recover"],
+            format!("iso=UUID={RECOVER_UUID}:/isos/debian-live.iso"),
+            and(
+                debian(),
+                &[
+                    "the filesystem is not clean: its journal needs recovery",
+                    "was not cleanly unmounted; reading it without replaying its journal",
+                    loop_host,
+                ],
+                &[],
+            ),
         ),
         case(
             "a truncated ISO",
@@ -188,7 +252,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "a corrupt root image",
             &["ext4-bad"],
             format!("iso=UUID={BAD_UUID}:/isos/corrupt-root.iso"),
-            failure(&["mounting /run/isoroot/medium/live/filesystem.squashfs (squashfs, /dev/loop1) on /run/live/rootfs/filesystem.squashfs; is the image corrupt?"]),
+            failure(&["mounting /run/isoroot/medium/live/filesystem.squashfs (squashfs, /dev/loop0) on /run/live/rootfs/filesystem.squashfs; is the image corrupt?"]),
         ),
         case(
             "a layout no profile knows",
@@ -246,6 +310,7 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
             Initrd::Plain => f.initrd.clone(),
             Initrd::RescueShell => f.initrd_rescue.clone(),
             Initrd::Map => f.initrd_map.clone(),
+            Initrd::FragMap => f.initrd_frag_map.clone(),
         }),
         append: format!("console=ttyS0 panic=-1 {}", case.append),
         disks: case.disks.iter().map(|d| f.disks[d].clone()).collect(),

@@ -12,6 +12,10 @@ pub const EXT4_UUID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 pub const EMPTY_UUID: &str = "11111111-2222-3333-4444-555555555555";
 pub const HINTS_UUID: &str = "22222222-3333-4444-5555-666666666666";
 pub const BAD_UUID: &str = "33333333-4444-5555-6666-777777777777";
+pub const FRAG_UUID: &str = "44444444-5555-6666-7777-888888888888";
+pub const RECOVER_UUID: &str = "55555555-6666-7777-8888-999999999999";
+pub const FRAG_FAT_LABEL: &str = "FRAGFAT";
+pub const FRAG_EXFAT_LABEL: &str = "FRAGEXFAT";
 pub const FAT_LABEL: &str = "ISOSTICK";
 pub const EXFAT_LABEL: &str = "EXFAT STICK";
 pub const EXFAT_PATH: &str = "/my isos/generic live.iso";
@@ -32,6 +36,8 @@ pub struct Fixtures {
     pub stale_hints: String,
     /// initrd.img followed by the map archive of `isoroot extents --cpio`.
     pub initrd_map: PathBuf,
+    /// initrd.img followed by the map of the fragmented ISO on ext4-frag (200+ extents).
+    pub initrd_frag_map: PathBuf,
 }
 
 /// The newest Debian kernel installed (package linux-image-amd64) and its version.
@@ -156,7 +162,7 @@ fn fat32(files: &[(&str, &Path)], label: &str, out: &Path) -> Result<()> {
 
 /// exFAT has no `-d` option and no mtools: the image is filled through FUSE on a loop
 /// device (needs root), which is released whatever happens.
-fn exfat(files: &[(&str, &Path)], label: &str, out: &Path, work: &Path) -> Result<()> {
+fn exfat_with(out: &Path, label: &str, work: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     fs::File::create(out)?.set_len(64 << 20)?;
     run(Command::new("mkfs.exfat").args(["-L", label]).arg(out))?;
     let dev = String::from_utf8(run(Command::new("losetup").args(["-f", "--show"]).arg(out))?.stdout)?
@@ -172,14 +178,20 @@ fn exfat(files: &[(&str, &Path)], label: &str, out: &Path, work: &Path) -> Resul
     let mnt = work.join("exfat-mnt");
     fs::create_dir_all(&mnt)?;
     run(Command::new("mount.exfat-fuse").arg(&dev).arg(&mnt))?;
-    let copied = files.iter().try_for_each(|(dest, src)| -> Result<()> {
-        let target = mnt.join(dest.trim_start_matches('/'));
-        fs::create_dir_all(target.parent().unwrap())?;
-        fs::copy(src, &target).with_context(|| format!("copying to {}", target.display()))?;
-        Ok(())
-    });
+    let filled = fill(&mnt);
     run(Command::new("umount").arg(&mnt))?;
-    copied
+    filled
+}
+
+fn exfat(files: &[(&str, &Path)], label: &str, out: &Path, work: &Path) -> Result<()> {
+    exfat_with(out, label, work, |mnt| {
+        for (dest, src) in files {
+            let target = mnt.join(dest.trim_start_matches('/'));
+            fs::create_dir_all(target.parent().unwrap())?;
+            fs::copy(src, &target).with_context(|| format!("copying to {}", target.display()))?;
+        }
+        Ok(())
+    })
 }
 
 /// Unmounts when dropped, so that a failed step leaves no mount behind.
@@ -239,6 +251,131 @@ fn hints_disk(
         .args(["conv=notrunc,fsync", "status=none"]))?;
     drop(m);
     Ok((hints, stale, map))
+}
+
+/// Fills `dir` with small files, then deletes every other one: the free space left is all
+/// small holes, so a file written next is fragmented whatever the allocator prefers.
+fn punch_holes(dir: &Path, count: usize, size: usize) -> Result<()> {
+    fs::create_dir_all(dir)?;
+    let data = vec![0xa5u8; size];
+    let mut written = Vec::new();
+    for i in 0..count {
+        // Directories of 500 keep FUSE and FAT directory scans short.
+        let sub = dir.join(format!("d{}", i / 500));
+        fs::create_dir_all(&sub)?;
+        let f = sub.join(format!("f{i}"));
+        match fs::write(&f, &data) {
+            Ok(()) => written.push(f),
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC: full
+            Err(e) => return Err(e).with_context(|| format!("writing {}", f.display())),
+        }
+    }
+    for f in written.iter().skip(1).step_by(2) {
+        fs::remove_file(f)?;
+    }
+    Ok(())
+}
+
+/// How many extents words or a map hold.
+fn extent_count(text: &str) -> usize {
+    text.lines()
+        .flat_map(|l| l.split(' '))
+        .find_map(|w| w.strip_prefix("iso.extents="))
+        .map_or(0, |v| v.split(',').count())
+}
+
+/// `isoroot extents --device` (isoroot's own reader, no mount) into a map archive; the map,
+/// checked to be as fragmented as the test needs.
+fn device_map(isoroot: &Path, img: &Path, cpio: &Path, min: usize) -> Result<String> {
+    let mut c = Command::new(isoroot);
+    c.args(["extents", "--cpio"]).arg(cpio).arg("--device").arg(img).arg("/isos/debian-live.iso");
+    run(&mut c)?;
+    let map = map_in(cpio)?;
+    let n = extent_count(&map);
+    if n < min {
+        bail!("the ISO on {} has {n} runs, the test needs at least {min}", img.display());
+    }
+    Ok(map)
+}
+
+/// The map inside an archive `isoroot extents --cpio` wrote (newc, one file).
+fn map_in(cpio: &Path) -> Result<String> {
+    let bytes = fs::read(cpio)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let start = text.find("iso=").context("no iso= in the map archive")?;
+    Ok(text[start..].split('\0').next().unwrap_or_default().to_string())
+}
+
+/// ext4 with a 200+-extent ISO. Both ways of taking its extents (FIEMAP on the mounted
+/// file, and isoroot's own reader on the device) must give the same map.
+fn ext4_fragmented(isoroot: &Path, iso_file: &Path, out: &Path, work: &Path) -> Result<PathBuf> {
+    fs::File::create(out)?.set_len(64 << 20)?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-N", "20000", "-U", FRAG_UUID, "-L", "frag"])
+        .arg(out))?;
+    let mnt = work.join("frag-mnt");
+    let m = Mounted::new(out, &mnt)?;
+    punch_holes(&mnt.join("fill"), 20000, 4096)?;
+    fs::create_dir_all(mnt.join("isos"))?;
+    let iso = mnt.join("isos/debian-live.iso");
+    run(Command::new("cp").arg("--sparse=never").arg(iso_file).arg(&iso))?;
+    run(&mut Command::new("sync"))?;
+    // Too many for the command line: the words are refused, the map archive is the way.
+    let refused = Command::new(isoroot).arg("extents").arg(&iso).output()?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    if refused.status.success() || !said.contains("--cpio") {
+        bail!("isoroot extents should refuse a 200+-extent command line, said: {said}");
+    }
+    let fiemap = work.join("frag-fiemap.cpio");
+    let mut c = Command::new(isoroot);
+    c.arg("extents").arg("--cpio").arg(&fiemap).arg(&iso);
+    run(&mut c)?;
+    drop(m);
+    let scanned = device_map(isoroot, out, &work.join("frag-scan.cpio"), 200)?;
+    let by_fiemap = map_in(&fiemap)?;
+    if by_fiemap != scanned {
+        bail!("FIEMAP and isoroot's ext4 reader disagree:\n{by_fiemap}\n{scanned}");
+    }
+    Ok(fiemap)
+}
+
+/// FAT32 filled by mtools (first-fit allocation) with every other small file deleted.
+fn fat32_fragmented(isoroot: &Path, iso_file: &Path, out: &Path, work: &Path) -> Result<()> {
+    fs::File::create(out)?.set_len(128 << 20)?;
+    let img = out.to_string_lossy().into_owned();
+    cmd("mformat", ["-i", &img, "-F", "-c", "2", "-v", FRAG_FAT_LABEL, "::"])?;
+    let fill = work.join("fatfill");
+    fs::create_dir_all(&fill)?;
+    let names: Vec<String> = (0..1000).map(|i| format!("f{i:04}")).collect();
+    for n in &names {
+        fs::write(fill.join(n), vec![0xa5u8; 4096])?;
+    }
+    run(Command::new("mcopy").args(["-i", &img, "-s"]).arg(&fill).arg("::/fill"))?;
+    let odd: Vec<String> = names.iter().skip(1).step_by(2).map(|n| format!("::/fill/{n}")).collect();
+    run(Command::new("mdel").args(["-i", &img]).args(&odd))?;
+    // mtools allocates from FSInfo's next-free hint, which points past the filler: make it
+    // "unknown" so that allocation starts from the first (now punched) clusters.
+    let f = fs::OpenOptions::new().read(true).write(true).open(out)?;
+    use std::os::unix::fs::FileExt;
+    let mut bs = [0u8; 512];
+    f.read_exact_at(&mut bs, 0)?;
+    let fsinfo = u64::from(u16::from_le_bytes([bs[0x30], bs[0x31]]));
+    f.write_all_at(&u32::MAX.to_le_bytes(), fsinfo * 512 + 0x1EC)?;
+    drop(f);
+    cmd("mmd", ["-i", &img, "::/isos"])?;
+    run(Command::new("mcopy").args(["-i", &img]).arg(iso_file).arg("::/isos/debian-live.iso"))?;
+    device_map(isoroot, out, &work.join("fat.cpio"), 100).map(drop)
+}
+
+/// exFAT through FUSE, filled and punched the same way.
+fn exfat_fragmented(isoroot: &Path, iso_file: &Path, out: &Path, work: &Path) -> Result<()> {
+    exfat_with(out, FRAG_EXFAT_LABEL, work, |mnt| {
+        punch_holes(&mnt.join("fill"), 2000, 4096)?;
+        fs::create_dir_all(mnt.join("isos"))?;
+        fs::copy(iso_file, mnt.join("isos/debian-live.iso"))?;
+        Ok(())
+    })?;
+    device_map(isoroot, out, &work.join("exfat.cpio"), 100).map(drop)
 }
 
 /// Concatenates archives the way GRUB loads several initrds: each padded to 4 bytes.
@@ -341,6 +478,26 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let (hints, stale_hints, map) = hints_disk(isoroot, &debian, &generic, &img, &work)?;
     disks.insert("ext4-hints", img);
 
+    let img = dir.join("ext4-frag.img");
+    let frag_map = ext4_fragmented(isoroot, &debian, &img, &work)?;
+    disks.insert("ext4-frag", img);
+
+    let img = dir.join("fat32-frag.img");
+    fat32_fragmented(isoroot, &debian, &img, &work)?;
+    disks.insert("fat32-frag", img);
+
+    let img = dir.join("exfat-frag.img");
+    exfat_fragmented(isoroot, &debian, &img, &work)?;
+    disks.insert("exfat-frag", img);
+
+    // ext4 whose journal says it needs recovery, as after a crash: isoroot's reader refuses
+    // it, the loop path mounts it read-only without replaying the journal.
+    let img = dir.join("ext4-recover.img");
+    fs::copy(dir.join("ext4-debian.img"), &img)?;
+    run(Command::new("tune2fs").args(["-U", RECOVER_UUID]).arg(&img))?;
+    run(Command::new("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&img))?;
+    disks.insert("ext4-recover", img);
+
     let img = dir.join("fat32-ubuntu.img");
     fat32(&[("/isos/ubuntu.iso", &ubuntu)], FAT_LABEL, &img)?;
     disks.insert("fat32-ubuntu", img);
@@ -364,6 +521,19 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     mk(&initrd_rescue, true)?;
     let initrd_map = dir.join("initrd-map.img");
     concat_initrds(&[&initrd, &map], &initrd_map)?;
+    let initrd_frag_map = dir.join("initrd-frag-map.img");
+    concat_initrds(&[&initrd, &frag_map], &initrd_frag_map)?;
     fs::remove_dir_all(&work)?;
-    Ok(Fixtures { dir, kernel, kver, initrd, initrd_rescue, disks, hints, stale_hints, initrd_map })
+    Ok(Fixtures {
+        dir,
+        kernel,
+        kver,
+        initrd,
+        initrd_rescue,
+        disks,
+        hints,
+        stale_hints,
+        initrd_map,
+        initrd_frag_map,
+    })
 }

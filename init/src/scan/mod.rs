@@ -1,0 +1,154 @@
+//! Step 5 (b): where a file lies on its device, read from the filesystem's own allocation
+//! structures in user space, without mounting it: ext4 extent trees, FAT cluster chains
+//! and exFAT's (including contiguous "NoFatChain" files). The result becomes a dm-linear
+//! table, so the host filesystem is never mounted and never written.
+
+mod ext4;
+mod fat;
+
+use crate::superblock::{FsKind, ReadAt};
+use std::fmt;
+
+/// A run of the file: `len` bytes at `offset` on the device, or a hole that reads as zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    Data { offset: u64, len: u64 },
+    Zero { len: u64 },
+}
+
+impl Run {
+    pub fn bytes(&self) -> u64 {
+        match *self {
+            Run::Data { len, .. } | Run::Zero { len } => len,
+        }
+    }
+}
+
+/// A file's place on the device, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMap {
+    pub size: u64,
+    pub runs: Vec<Run>,
+}
+
+impl FileMap {
+    /// Adds `len` bytes, merging with the previous run where they continue it; the last
+    /// run is cut at the file's size.
+    fn push(&mut self, run: Run) {
+        let have: u64 = self.runs.iter().map(Run::bytes).sum();
+        let room = self.size.saturating_sub(have);
+        let run = match run {
+            Run::Data { offset, len } => Run::Data { offset, len: len.min(room) },
+            Run::Zero { len } => Run::Zero { len: len.min(room) },
+        };
+        if run.bytes() == 0 {
+            return;
+        }
+        match (self.runs.last_mut(), run) {
+            (Some(Run::Data { offset, len }), Run::Data { offset: o, len: l }) if *offset + *len == o => {
+                *len += l
+            }
+            (Some(Run::Zero { len }), Run::Zero { len: l }) => *len += l,
+            _ => self.runs.push(run),
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.runs.iter().map(Run::bytes).sum::<u64>() == self.size
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ScanError {
+    /// The filesystem is not in a state whose on-disk structures can be trusted.
+    Unclean(String),
+    NotFound {
+        path: String,
+        dir: String,
+        names: Vec<String>,
+    },
+    NotAFile(String),
+    /// Something this reader does not handle (the loop path may).
+    Unsupported(String),
+    Corrupt(String),
+    Io(String),
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ScanError::Unclean(why) => write!(f, "the filesystem is not clean: {why}"),
+            ScanError::NotFound { path, dir, names } => {
+                write!(f, "no file {path}\n{dir} on it holds: {}", crate::paths::sample(names))
+            }
+            ScanError::NotAFile(p) => write!(f, "{p} is a directory, not an ISO file"),
+            ScanError::Unsupported(why) => write!(f, "{why}"),
+            ScanError::Corrupt(why) => write!(f, "inconsistent filesystem structures: {why}"),
+            ScanError::Io(e) => write!(f, "reading the device: {e}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for ScanError {
+    fn from(e: std::io::Error) -> Self {
+        ScanError::Io(e.to_string())
+    }
+}
+
+/// Finds `path` on a filesystem of `kind` and maps it. Paths are absolute, `/`-separated;
+/// ext4 compares names exactly, FAT and exFAT without regard to case, as their drivers do.
+pub fn map(dev: &(impl ReadAt + ?Sized), kind: FsKind, path: &str) -> Result<FileMap, ScanError> {
+    let map = match kind {
+        FsKind::Ext4 => ext4::map(dev, path)?,
+        FsKind::Vfat | FsKind::Exfat => fat::map(dev, kind, path)?,
+        other => {
+            return Err(ScanError::Unsupported(format!(
+                "isoroot cannot read {} allocation itself",
+                other.name()
+            )))
+        }
+    };
+    if !map.complete() {
+        return Err(ScanError::Corrupt(format!(
+            "the allocation of {path} covers less than its {} bytes",
+            map.size
+        )));
+    }
+    Ok(map)
+}
+
+/// Path components, for readers that walk directories.
+fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_merge_and_stop_at_the_size() {
+        let mut m = FileMap { size: 10_000, runs: vec![] };
+        m.push(Run::Data { offset: 4096, len: 4096 });
+        m.push(Run::Data { offset: 8192, len: 4096 }); // continues the first
+        m.push(Run::Zero { len: 512 });
+        m.push(Run::Zero { len: 512 });
+        m.push(Run::Data { offset: 0, len: 4096 }); // cut at the size
+        m.push(Run::Zero { len: 1 << 20 }); // nothing left
+        assert_eq!(
+            m.runs,
+            [
+                Run::Data { offset: 4096, len: 8192 },
+                Run::Zero { len: 1024 },
+                Run::Data { offset: 0, len: 784 }
+            ]
+        );
+        assert!(m.complete());
+    }
+
+    #[test]
+    fn unknown_filesystems_are_unsupported() {
+        let e = map(&[0u8; 4096][..], FsKind::Ntfs, "/a.iso").unwrap_err();
+        assert!(matches!(e, ScanError::Unsupported(m) if m.contains("ntfs")));
+    }
+}
