@@ -66,7 +66,7 @@ fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result
 
 /// The table for a scanned file: runs in sectors (the last one rounded up, which stays
 /// inside its allocated block), holes as zero targets.
-fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
+pub(crate) fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
     runs.iter()
         .map(|r| match *r {
             Run::Data { offset, len } if offset % 512 == 0 => {
@@ -78,7 +78,7 @@ fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
         .collect()
 }
 
-fn dev_numbers(dev: &BlockDev) -> Result<(u32, u32)> {
+pub(crate) fn dev_numbers(dev: &BlockDev) -> Result<(u32, u32)> {
     let text = std::fs::read_to_string(Path::new("/sys/class/block").join(&dev.name).join("dev"))
         .with_context(|| format!("reading the device number of {}", dev.path.display()))?;
     let (ma, mi) = text.trim().split_once(':').ok_or_else(|| anyhow!("odd device number {text:?}"))?;
@@ -101,8 +101,9 @@ fn map_checked(
     targets: &[Target],
     check: impl FnOnce(&File) -> Result<IsoInfo>,
 ) -> Result<(PathBuf, IsoInfo)> {
-    let dev =
-        sys.map_linear(name, targets).with_context(|| format!("creating the dm-linear device {name}"))?;
+    let dev = sys
+        .map_linear(name, targets, false)
+        .with_context(|| format!("creating the dm-linear device {name}"))?;
     let checked =
         File::open(&dev).with_context(|| format!("opening {}", dev.display())).and_then(|f| check(&f));
     match checked {

@@ -4,11 +4,11 @@
 use crate::attach::{self, Attached};
 use crate::blockdev::Devices;
 use crate::cmdline::{self, Cmdline, Mode};
-use crate::liveroot::{self, MountedIso, MEDIUM, NEWROOT};
+use crate::liveroot::{self, MountedIso, Upper, MEDIUM, NEWROOT};
 use crate::locate::Hardware;
 use crate::modules::{Modules, LOAD_LIST};
 use crate::mount::{Linux, Sys};
-use crate::{pid1, profile, switchroot};
+use crate::{persist, pid1, profile, switchroot, toram};
 use anyhow::{anyhow, Context, Result};
 use nix::mount::MsFlags;
 use std::convert::Infallible;
@@ -19,12 +19,6 @@ const STATE: &str = "/run/isoroot/state";
 /// Keys this build accepts but cannot act on yet, and what it does instead.
 fn warn_unsupported(c: &Cmdline) {
     let mut notes = Vec::new();
-    if c.persist.is_some() {
-        notes.push("iso.persist: not in this build; booting without persistence (changes stay in RAM)");
-    }
-    if c.toram {
-        notes.push("iso.toram: not in this build; the ISO stays on the boot device");
-    }
     if c.mode == Some(Mode::Handoff) {
         notes.push("iso.mode=handoff: not in this build; isoroot switches root itself");
     }
@@ -71,9 +65,11 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     let mut hw = Hardware { modules: Modules::open(), devices: Devices::default() };
     hw.modules.load_list(Path::new(LOAD_LIST));
     crate::debug!("{} modules in the index", hw.modules.count());
-    let attached =
+    let mut attached =
         attach::attach(sys, &cmdline, &loc, &mut hw).map_err(|e| with_module_failures(e, &hw.modules))?;
-    let modules = &hw.modules;
+    if cmdline.toram {
+        attached = toram::copy(sys, attached, &loc.to_string())?;
+    }
     crate::info!("found {} on {}: {}", loc.path, attached.source, attached.how);
 
     let name = loc.to_string();
@@ -82,7 +78,7 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     let (fstype, dev) = (attached.iso.fstype, &attached.dev);
     sys.mount(&dev.to_string_lossy(), medium, fstype, MsFlags::MS_RDONLY, "")
         .with_context(|| format!("mounting {name} ({fstype}, {}) on {MEDIUM}", dev.display()))
-        .map_err(|e| with_module_failures(e, modules))?;
+        .map_err(|e| with_module_failures(e, &hw.modules))?;
 
     let plan = liveroot::choose(
         &profiles,
@@ -91,8 +87,19 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     )?;
     let label = attached.iso.label.as_deref().unwrap_or("no label");
     crate::info!("{name} ({label}): profile {}, {} root image(s)", plan.profile.name, plan.layers.len());
-    liveroot::mount_root(sys, &plan, &attached.dev, cmdline.overlay_size.as_deref())
-        .map_err(|e| with_module_failures(e, modules))?;
+    let upper = match persist::attach(sys, &cmdline, &attached.source, &mut hw) {
+        Ok(Some(dev)) => {
+            crate::info!("persistence: {}", dev.display());
+            Upper::Ext4(dev)
+        }
+        Ok(None) => Upper::Tmpfs(cmdline.overlay_size.clone()),
+        Err(e) => {
+            crate::warn!("iso.persist: {e:#}\nbooting without persistence: changes stay in RAM");
+            Upper::Tmpfs(cmdline.overlay_size.clone())
+        }
+    };
+    liveroot::mount_root(sys, &plan, &attached.dev, &upper)
+        .map_err(|e| with_module_failures(e, &hw.modules))?;
     write_state(&cmdline, &plan, &attached)?;
 
     let init = cmdline.init.clone().unwrap_or_else(|| plan.profile.init.clone());

@@ -131,12 +131,13 @@ fn call(what: Call, name: &str, flags: u32, targets: &[Target]) -> io::Result<Dm
     Ok(unsafe { std::ptr::read(ptr) })
 }
 
-/// Creates a read-only device over `targets` and returns its node, made here because there
-/// is no udev to make it.
-pub fn create(name: &str, targets: &[Target]) -> io::Result<PathBuf> {
+/// Creates a device over `targets` (read-only unless `writable`) and returns its node, made
+/// here because there is no udev to make it.
+pub fn create(name: &str, targets: &[Target], writable: bool) -> io::Result<PathBuf> {
     let created = call(ioctl::dev_create, name, 0, &[])?;
-    let activate = call(ioctl::table_load, name, READONLY_FLAG, targets)
-        .and_then(|_| call(ioctl::dev_suspend, name, 0, &[]));
+    let flags = if writable { 0 } else { READONLY_FLAG };
+    let activate =
+        call(ioctl::table_load, name, flags, targets).and_then(|_| call(ioctl::dev_suspend, name, 0, &[]));
     if let Err(e) = activate {
         let _ = remove(name);
         return Err(e);

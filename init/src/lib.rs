@@ -16,11 +16,14 @@ pub mod modules;
 pub mod mount;
 pub mod parttable;
 pub mod paths;
+pub mod persist;
 pub mod pid1;
 pub mod profile;
+pub mod progress;
 pub mod scan;
 pub mod superblock;
 pub mod switchroot;
+pub mod toram;
 pub mod verify;
 
 pub use pid1::pid1;

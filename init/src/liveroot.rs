@@ -102,6 +102,14 @@ pub fn choose(profiles: &[Profile], forced: Option<&str>, iso: &MountedIso) -> R
     )
 }
 
+/// The overlay's writable layer.
+pub enum Upper {
+    /// A tmpfs, of this size if given: changes last until power-off.
+    Tmpfs(Option<String>),
+    /// An ext4 filesystem on this device (persistence).
+    Ext4(PathBuf),
+}
+
 /// Overlay options separate with `,` and `:`; a backslash escapes them.
 fn escape(p: &Path) -> String {
     let mut s = String::new();
@@ -116,7 +124,7 @@ fn escape(p: &Path) -> String {
 
 /// Mounts each root image read-only, a tmpfs for the writable layer, the overlay on
 /// [`NEWROOT`], and moves the medium where the profile exposes it.
-pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, iso_dev: &Path, overlay_size: Option<&str>) -> Result<()> {
+pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, iso_dev: &Path, upper_layer: &Upper) -> Result<()> {
     let p = &plan.profile;
     let mut lower = Vec::new();
     for file in &plan.layers {
@@ -153,9 +161,24 @@ pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, iso_dev: &Path, overlay_size: 
     }
     let upper = Path::new(&p.overlay_at);
     sys.mkdir_all(upper).with_context(|| format!("creating {}", upper.display()))?;
-    let size = overlay_size.map(|s| format!(",size={s}")).unwrap_or_default();
-    sys.mount("tmpfs", upper, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &format!("mode=0755{size}"))
-        .with_context(|| format!("mounting the tmpfs for the overlay on {}", upper.display()))?;
+    match upper_layer {
+        Upper::Tmpfs(size) => {
+            let size = size.as_ref().map(|s| format!(",size={s}")).unwrap_or_default();
+            sys.mount(
+                "tmpfs",
+                upper,
+                "tmpfs",
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                &format!("mode=0755{size}"),
+            )
+            .with_context(|| format!("mounting the tmpfs for the overlay on {}", upper.display()))?
+        }
+        Upper::Ext4(dev) => sys
+            .mount(&dev.to_string_lossy(), upper, "ext4", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "")
+            .with_context(|| {
+                format!("mounting the persistence image {} on {}", dev.display(), upper.display())
+            })?,
+    }
     let (rw, work) = (upper.join("rw"), upper.join("work"));
     for d in [&rw, &work] {
         sys.mkdir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -197,7 +220,7 @@ mod tests {
             layers: vec!["/run/isoroot/medium/live/filesystem.squashfs".into()],
         };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, Path::new("/dev/mapper/debian"), None).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/mapper/debian"), &Upper::Tmpfs(None)).unwrap();
         assert_eq!(
             sys.calls,
             [
@@ -226,7 +249,7 @@ mod tests {
                 .collect(),
         };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), Some("1G")).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), &Upper::Tmpfs(Some("1G".into()))).unwrap();
         let overlay = sys.calls.iter().find(|c| c.starts_with("mount overlay")).unwrap();
         assert!(overlay.contains(
             "lowerdir=/run/casper/layers/minimal.standard.live.squashfs:/run/casper/layers/minimal.standard.squashfs:/run/casper/layers/minimal.squashfs,"
@@ -242,9 +265,18 @@ mod tests {
             layers: vec!["/run/isoroot/medium/zisofs/a:b,c.squashfs".into()],
         };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), None).unwrap();
+        mount_root(
+            &mut sys,
+            &plan,
+            Path::new("/dev/loop9"),
+            &Upper::Ext4("/dev/mapper/isoroot-persist".into()),
+        )
+        .unwrap();
         // Not contiguous: the loop is on the file.
         assert_eq!(sys.calls[0], "loop /dev/loop0 /run/isoroot/medium/zisofs/a:b,c.squashfs 0+0");
+        assert!(sys
+            .calls
+            .contains(&"mount /dev/mapper/isoroot-persist /run/isoroot/overlay ext4".to_string()));
         assert!(!sys.calls.iter().any(|c| c.starts_with("move")));
         let overlay = sys.calls.iter().find(|c| c.starts_with("mount overlay")).unwrap();
         assert!(overlay.contains("lowerdir=/run/isoroot/layers/a\\:b\\,c.squashfs,"), "{overlay}");

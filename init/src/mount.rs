@@ -118,9 +118,14 @@ impl Sys for Linux {
 }
 
 impl Linux {
-    /// A read-only dm-linear device, removed again by [`Linux::undo`].
-    pub fn map_linear(&mut self, name: &str, targets: &[crate::dm::Target]) -> io::Result<PathBuf> {
-        let node = crate::dm::create(name, targets)?;
+    /// A dm-linear device (read-only unless `writable`), removed again by [`Linux::undo`].
+    pub fn map_linear(
+        &mut self,
+        name: &str,
+        targets: &[crate::dm::Target],
+        writable: bool,
+    ) -> io::Result<PathBuf> {
+        let node = crate::dm::create(name, targets, writable)?;
         self.mapped.push(name.to_string());
         Ok(node)
     }

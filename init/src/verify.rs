@@ -1,11 +1,8 @@
 //! `iso.sha256=`: the whole image checked before anything trusts it.
 
-use crate::blockdev::human_size;
 use crate::superblock::ReadAt;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
-use std::io::Read;
-use std::time::{Duration, Instant};
 
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -27,31 +24,12 @@ pub fn fingerprint(file: &(impl ReadAt + ?Sized), len: u64) -> std::io::Result<[
     Ok(hasher.finalize().into())
 }
 
-pub fn sha256(mut file: &std::fs::File, len: u64, want: &[u8; 32], name: &str) -> Result<()> {
-    let start = Instant::now();
-    let mut last = start;
+pub fn sha256(file: &std::fs::File, len: u64, want: &[u8; 32], name: &str) -> Result<()> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {name}"))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        done += n as u64;
-        if last.elapsed() >= Duration::from_secs(1) {
-            last = Instant::now();
-            let rate = done as f64 / start.elapsed().as_secs_f64();
-            crate::info!(
-                "checking sha256 of {name}: {}% ({} of {}, {}/s)",
-                done * 100 / len.max(1),
-                human_size(done),
-                human_size(len),
-                human_size(rate as u64)
-            );
-        }
-    }
+    crate::progress::stream(file, len, &format!("checking sha256 of {name}"), |piece| {
+        hasher.update(piece);
+        Ok(())
+    })?;
     let got: [u8; 32] = hasher.finalize().into();
     if &got != want {
         bail!(
@@ -61,7 +39,7 @@ pub fn sha256(mut file: &std::fs::File, len: u64, want: &[u8; 32], name: &str) -
             hex(&got)
         );
     }
-    crate::info!("sha256 of {name} matches ({:.1} s)", start.elapsed().as_secs_f64());
+    crate::info!("sha256 of {name} matches");
     Ok(())
 }
 

@@ -2,9 +2,10 @@
 
 use crate::fixtures::{
     Fixtures, BAD_UUID, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_DISK_ID, FAT_LABEL,
-    FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, RECOVER_UUID,
+    FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
 };
 use crate::qemu::{Accel, Vm, VmSpec};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,6 +39,15 @@ pub struct Case {
     pub append: String,
     pub initrd: Initrd,
     pub expect: Expect,
+    /// A second boot on the same disks, made writable copies for the case, then a check of
+    /// the disks on the host.
+    pub then: Option<Then>,
+}
+
+pub struct Then {
+    pub append: String,
+    pub expect: Expect,
+    pub check: fn(&[PathBuf]) -> Result<(), String>,
 }
 
 fn marker(profile: &str, medium: &str, top: &str, layers: &str) -> Expect {
@@ -82,12 +92,16 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         append,
         initrd: Initrd::Plain,
         expect,
+        then: None,
     };
     // The host filesystem must never be mounted on the dm-linear path.
     let host = "/run/isoroot/host";
     let dm_medium = "mount: /dev/mapper/debian-live /run/live/medium iso9660 ro";
     let dm_layer = "loop: loop0 /dev/mapper/debian-live offset=";
     let loop_host = "mount: /dev/vda /run/isoroot/host ext4 ro";
+    let persist = format!(
+        "iso=UUID={PERSIST_HOST_UUID}:/isos/debian-live.iso iso.persist=/persist.img iso.persist.uuid={PERSIST_UUID}"
+    );
     vec![
         // By default the ISO is mapped from a scan of the filesystem (this one is sparse:
         // holes become zero targets), the host is never mounted, and the root image is read
@@ -230,6 +244,48 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 &[],
             ),
         ),
+        Case {
+            then: Some(Then {
+                append: persist.clone(),
+                expect: and(debian(), &["PERSIST: kept across boots"], &[host]),
+                check: persistence_is_clean,
+            }),
+            ..case(
+                "persistence: written in one boot, read in the next, fsck clean",
+                &["ext4-persist"],
+                format!("{persist} persist_write=\"kept across boots\""),
+                and(
+                    debian(),
+                    &["mount: /dev/mapper/isoroot-persist /run/live/overlay ext4 rw", "PERSIST: kept across boots"],
+                    &[host],
+                ),
+            )
+        },
+        case(
+            "stale persistence hints are never written to",
+            &["ext4-persist"],
+            format!("{persist} iso.persist.extents=2048+8"),
+            and(
+                debian(),
+                &["is not where /persist.img lies now", "stale hints, and a stale map is never written to", "booting without persistence", "PERSIST: \n"],
+                &["isoroot-persist"],
+            ),
+        ),
+        case(
+            "iso.toram: the boot disk is let go",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.toram"),
+            and(
+                debian(),
+                &[
+                    &format!("copying UUID={EXT4_UUID}:/isos/debian-live.iso to RAM: done"),
+                    "loop: loop0 /run/isoroot/ram.iso offset=0",
+                    "mount: /dev/loop0 /run/live/medium iso9660 ro",
+                    "disk: vda holders=[]",
+                ],
+                &["mount: /dev/vda", "/dev/mapper"],
+            ),
+        ),
         case(
             "a truncated ISO",
             &["ext4-bad"],
@@ -304,24 +360,80 @@ pub struct Outcome {
 }
 
 fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), String> {
-    let spec = VmSpec {
-        kernel: f.kernel.clone(),
-        initrd: Some(match case.initrd {
-            Initrd::Plain => f.initrd.clone(),
-            Initrd::RescueShell => f.initrd_rescue.clone(),
-            Initrd::Map => f.initrd_map.clone(),
-            Initrd::FragMap => f.initrd_frag_map.clone(),
-        }),
-        append: format!("console=ttyS0 panic=-1 {}", case.append),
-        disks: case.disks.iter().map(|d| f.disks[d].clone()).collect(),
-        accel,
-        echo,
+    let slug = case.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let mut disks: Vec<PathBuf> = case.disks.iter().map(|d| f.disks[d].clone()).collect();
+    if case.then.is_some() {
+        // The case writes: give it its own copies.
+        for (i, d) in disks.iter_mut().enumerate() {
+            let copy = f.dir.join(format!("{slug}-{i}.img"));
+            std::fs::copy(&*d, &copy).map_err(|e| format!("copying {}: {e}", d.display()))?;
+            *d = copy;
+        }
+    }
+    let boot = |append: &str, expect: &Expect, log: PathBuf| -> Result<(), String> {
+        let spec = VmSpec {
+            kernel: f.kernel.clone(),
+            initrd: Some(match case.initrd {
+                Initrd::Plain => f.initrd.clone(),
+                Initrd::RescueShell => f.initrd_rescue.clone(),
+                Initrd::Map => f.initrd_map.clone(),
+                Initrd::FragMap => f.initrd_frag_map.clone(),
+            }),
+            append: format!("console=ttyS0 panic=-1 {append}"),
+            disks: disks.clone(),
+            writable: case.then.is_some(),
+            accel,
+            echo,
+        };
+        let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
+        let result = check(&mut vm, expect);
+        // The disks are read on the host next: QEMU must have finished writing them.
+        if result.is_ok() && case.then.is_some() && !vm.wait_exit(Duration::from_secs(30)) {
+            return Err("the guest did not power off".into());
+        }
+        vm.save(&log);
+        result.map_err(|e| format!("{e}\n  console: {}", log.display()))
     };
-    let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
-    let log = f.dir.join(format!("{}.log", case.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")));
-    let result = check(&mut vm, &case.expect);
-    vm.save(&log);
-    result.map_err(|e| format!("{e}\n  console: {}", log.display()))
+    boot(&case.append, &case.expect, f.dir.join(format!("{slug}.log")))?;
+    if let Some(then) = &case.then {
+        boot(&then.append, &then.expect, f.dir.join(format!("{slug}-2.log")))?;
+        (then.check)(&disks)?;
+    }
+    Ok(())
+}
+
+/// After the persistence boots: both the host filesystem and the image inside it pass
+/// `e2fsck -fn` (nothing fixed, nothing to fix).
+fn persistence_is_clean(disks: &[PathBuf]) -> Result<(), String> {
+    let fsck = |img: &std::path::Path| -> Result<(), String> {
+        let out =
+            std::process::Command::new("e2fsck").arg("-fn").arg(img).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "e2fsck -fn {}: {}\n{}{}",
+                img.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    };
+    fsck(&disks[0])?;
+    let image = disks[0].with_extension("persist.img");
+    let dump = std::process::Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("dump /persist.img {}", image.display()))
+        .arg(&disks[0])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !dump.status.success() || !image.exists() {
+        return Err(format!(
+            "debugfs could not copy /persist.img out: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        ));
+    }
+    fsck(&image)
 }
 
 fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {

@@ -14,6 +14,9 @@ pub const HINTS_UUID: &str = "22222222-3333-4444-5555-666666666666";
 pub const BAD_UUID: &str = "33333333-4444-5555-6666-777777777777";
 pub const FRAG_UUID: &str = "44444444-5555-6666-7777-888888888888";
 pub const RECOVER_UUID: &str = "55555555-6666-7777-8888-999999999999";
+/// The ext4 disk that holds an ISO and a persistence image, and the image's own UUID.
+pub const PERSIST_HOST_UUID: &str = "66666666-7777-8888-9999-aaaaaaaaaaaa";
+pub const PERSIST_UUID: &str = "77777777-8888-9999-aaaa-bbbbbbbbbbbb";
 pub const FRAG_FAT_LABEL: &str = "FRAGFAT";
 pub const FRAG_EXFAT_LABEL: &str = "FRAGEXFAT";
 pub const FAT_LABEL: &str = "ISOSTICK";
@@ -378,6 +381,27 @@ fn exfat_fragmented(isoroot: &Path, iso_file: &Path, out: &Path, work: &Path) ->
     device_map(isoroot, out, &work.join("exfat.cpio"), 100).map(drop)
 }
 
+/// An ext4 disk with the ISO and a dense 24 MiB ext4 persistence image (no journal, so that
+/// a plain `sync` before power-off leaves it consistent for `e2fsck -n`).
+fn persist_disk(iso_file: &Path, out: &Path, work: &Path) -> Result<()> {
+    fs::File::create(out)?.set_len(64 << 20)?;
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-U", PERSIST_HOST_UUID, "-L", "persisthost"]).arg(out))?;
+    let mnt = work.join("persist-mnt");
+    let _m = Mounted::new(out, &mnt)?;
+    fs::create_dir_all(mnt.join("isos"))?;
+    run(Command::new("cp").arg("--sparse=never").arg(iso_file).arg(mnt.join("isos/debian-live.iso")))?;
+    // mkfs.ext4 punches holes into a file it formats: format a scratch copy, then copy it
+    // densely, as the README tells users to.
+    let scratch = work.join("persist-scratch.img");
+    fs::File::create(&scratch)?.set_len(24 << 20)?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "^has_journal", "-U", PERSIST_UUID, "-L", "persist"])
+        .arg(&scratch))?;
+    run(Command::new("cp").arg("--sparse=never").arg(&scratch).arg(mnt.join("persist.img")))?;
+    run(&mut Command::new("sync"))?;
+    Ok(())
+}
+
 /// Concatenates archives the way GRUB loads several initrds: each padded to 4 bytes.
 fn concat_initrds(parts: &[&Path], out: &Path) -> Result<()> {
     let mut all = Vec::new();
@@ -489,6 +513,10 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let img = dir.join("exfat-frag.img");
     exfat_fragmented(isoroot, &debian, &img, &work)?;
     disks.insert("exfat-frag", img);
+
+    let img = dir.join("ext4-persist.img");
+    persist_disk(&debian, &img, &work)?;
+    disks.insert("ext4-persist", img);
 
     // ext4 whose journal says it needs recovery, as after a crash: isoroot's reader refuses
     // it, the loop path mounts it read-only without replaying the journal.

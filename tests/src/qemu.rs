@@ -24,6 +24,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         initrd: None,
         append: "console=ttyS0 panic=-1".into(),
         disks: vec![],
+        writable: false,
         accel: Accel::Kvm,
         echo: false,
     };
@@ -40,8 +41,10 @@ pub struct VmSpec {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub append: String,
-    /// Raw images, attached read-only as virtio disks in this order (vda, vdb, …).
+    /// Raw images, attached as virtio disks in this order (vda, vdb, …), read-only unless
+    /// `writable`: what isoroot must not write, the VM cannot.
     pub disks: Vec<PathBuf>,
+    pub writable: bool,
     pub accel: Accel,
     /// Copy the console to this terminal as it arrives.
     pub echo: bool,
@@ -65,7 +68,8 @@ impl Vm {
             c.arg("-initrd").arg(initrd);
         }
         for d in &spec.disks {
-            c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", d.display()));
+            let ro = if spec.writable { "off" } else { "on" };
+            c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly={ro}", d.display()));
         }
         // CI has no standard input; QEMU must not wait on one.
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -118,6 +122,18 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits for QEMU to exit by itself (the guest powered off); false on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if !self.running() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     pub fn save(&self, path: &Path) {

@@ -1,0 +1,68 @@
+//! `iso.toram`: copy the ISO into RAM, then let go of the boot device entirely (no mount,
+//! no loop, no dm device on it), so that it can be pulled out once the system is up.
+
+use crate::attach::Attached;
+use crate::blockdev::human_size;
+use crate::loopdev::Window;
+use crate::mount::{Linux, Sys};
+use anyhow::{Context, Result};
+use std::io::{Seek, SeekFrom, Write};
+
+/// The copy, in /run (a tmpfs that moves into the new root, where it stays visible).
+pub const COPY: &str = "/run/isoroot/ram.iso";
+/// Left free after the copy, for the overlay and the system's first steps.
+const MARGIN: u64 = 128 << 20;
+
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Copies the attached ISO to RAM and re-attaches it from there. When RAM is short it says
+/// so and returns the ISO as it was: the boot goes on from the device.
+pub fn copy(sys: &mut Linux, attached: Attached, name: &str) -> Result<Attached> {
+    let mut dev =
+        std::fs::File::open(&attached.dev).with_context(|| format!("opening {}", attached.dev.display()))?;
+    let len = dev.seek(SeekFrom::End(0))?;
+    dev.seek(SeekFrom::Start(0))?;
+    let run = nix::sys::statvfs::statvfs("/run").context("statvfs /run")?;
+    let room = run.blocks_available() as u64 * run.fragment_size() as u64;
+    let free = room.min(mem_available().unwrap_or(room));
+    if len + MARGIN > free {
+        crate::warn!(
+            "iso.toram: {name} needs {} of RAM and {} more to run, {} is free: booting from the device instead",
+            human_size(len),
+            human_size(MARGIN),
+            human_size(free)
+        );
+        return Ok(attached);
+    }
+    if let Some(dir) = std::path::Path::new(COPY).parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut out = std::fs::File::create(COPY).with_context(|| format!("creating {COPY}"))?;
+    let copied = crate::progress::stream(&dev, len, &format!("copying {name} to RAM"), |piece| {
+        out.write_all(piece).with_context(|| format!("writing {COPY}"))
+    });
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(COPY);
+        return Err(e);
+    }
+    drop(dev);
+    // Everything this boot holds so far is on the boot device: the dm or loop device and,
+    // on the loop path, the read-only mount.
+    sys.undo();
+    let ram = sys
+        .attach_loop(std::path::Path::new(COPY), Window::default())
+        .context("attaching the copy in RAM")?;
+    crate::info!("{name} is in RAM; {} can be removed", attached.source.path.display());
+    Ok(Attached { dev: ram, how: format!("{}, copied to RAM", attached.how), ..attached })
+}
