@@ -161,8 +161,10 @@ fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
     };
     let source = locate::wait_for_device(src, c.timeout, hw).map_err(Final)?;
     let kind = source.fs.as_ref().map(|f| f.kind);
-    let Some(kind @ (FsKind::Ext4 | FsKind::Vfat | FsKind::Exfat)) = kind else {
-        return Err(TryLoop(anyhow!("{source}: isoroot reads the allocation of ext4, FAT and exFAT only")));
+    let Some(kind @ (FsKind::Ext4 | FsKind::Vfat | FsKind::Exfat | FsKind::Ntfs)) = kind else {
+        return Err(TryLoop(anyhow!(
+            "{source}: isoroot reads the allocation of ext4, FAT, exFAT and NTFS only"
+        )));
     };
     let file =
         File::open(&source.path).map_err(|e| TryLoop(anyhow!("opening {}: {e}", source.path.display())))?;

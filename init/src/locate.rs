@@ -64,8 +64,8 @@ fn mount_args(dev: &BlockDev) -> Result<(&'static str, &'static str)> {
         FsKind::Iso9660 => ("iso9660", ""),
         FsKind::Udf => ("udf", ""),
         FsKind::Ntfs => bail!(
-            "{dev} is NTFS: Debian's kernel has no NTFS driver, and this isoroot build cannot \
-             read NTFS itself yet; copy the ISO to an ext4, FAT32 or exFAT filesystem"
+            "{dev} is NTFS, which Debian's kernel cannot mount: isoroot reads NTFS itself, which needs the \
+             device named in iso= (UUID=, LABEL=, …) and a clean volume"
         ),
         FsKind::Squashfs | FsKind::Erofs => bail!("{dev} holds a root image, not files"),
     })
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn ntfs_and_root_images_are_refused_with_a_reason() {
         let e = mount_args(&dev("sda1", FsKind::Ntfs, "A", "W")).unwrap_err().to_string();
-        assert!(e.contains("no NTFS driver"), "{e}");
+        assert!(e.contains("cannot mount: isoroot reads NTFS itself"), "{e}");
         assert_eq!(mount_args(&dev("sda1", FsKind::Ext4, "A", "W")).unwrap(), ("ext4", "noload"));
     }
 }

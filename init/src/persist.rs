@@ -70,7 +70,7 @@ fn current_map(
     let file =
         std::fs::File::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
     let map = scan::map(&file, kind, &loc.path).map_err(|e| {
-        anyhow!("{source}: {e} (isoroot maps persistence files on clean ext4, FAT and exFAT only)")
+        anyhow!("{source}: {e} (isoroot maps persistence files on clean ext4, FAT, exFAT and NTFS only)")
     })?;
     if map.runs.iter().any(|r| matches!(r, Run::Zero { .. })) {
         bail!(

@@ -2,7 +2,8 @@
 
 use crate::fixtures::{
     Fixtures, BAD_UUID, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_DISK_ID, FAT_LABEL,
-    FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
+    FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, NTFS_DIRTY_LABEL, NTFS_FRAG_LABEL, NTFS_LABEL, NTFS_PATH,
+    PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
 };
 use crate::qemu::{Accel, Vm, VmSpec};
 use std::path::PathBuf;
@@ -229,6 +230,32 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 &["dm-linear from a scan of exfat (", "mount: /dev/mapper/Debian-Live /run/live/medium iso9660 ro"],
                 &[host],
             ),
+        ),
+        // Debian's kernel has no NTFS driver: these boots prove that nothing was mounted.
+        case(
+            "NTFS by LABEL, a space in the path (no kernel driver)",
+            &["ntfs"],
+            format!("iso=\"LABEL={NTFS_LABEL}:{NTFS_PATH}\""),
+            and(
+                debian(),
+                &["dm-linear from a scan of ntfs (", "mount: /dev/mapper/debian_live /run/live/medium iso9660 ro"],
+                &[host],
+            ),
+        ),
+        case(
+            "fragmented ISO on NTFS, scan",
+            &["ntfs-frag"],
+            format!("iso=LABEL={NTFS_FRAG_LABEL}:/isos/debian-live.iso"),
+            and(debian(), &["dm-linear from a scan of ntfs (", dm_medium], &[host]),
+        ),
+        case(
+            "NTFS marked dirty: refused with the reason",
+            &["ntfs-dirty"],
+            format!("iso=LABEL={NTFS_DIRTY_LABEL}:/debian-live.iso"),
+            failure(&[
+                "NTFS is marked dirty (not shut down cleanly); run chkdsk on Windows",
+                "is NTFS, which Debian's kernel cannot mount",
+            ]),
         ),
         case(
             "ext4 that needs journal recovery: read-only mount, no replay",

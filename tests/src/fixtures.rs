@@ -17,6 +17,10 @@ pub const RECOVER_UUID: &str = "55555555-6666-7777-8888-999999999999";
 /// The ext4 disk that holds an ISO and a persistence image, and the image's own UUID.
 pub const PERSIST_HOST_UUID: &str = "66666666-7777-8888-9999-aaaaaaaaaaaa";
 pub const PERSIST_UUID: &str = "77777777-8888-9999-aaaa-bbbbbbbbbbbb";
+pub const NTFS_LABEL: &str = "NTFSSTICK";
+pub const NTFS_PATH: &str = "/debian live.iso";
+pub const NTFS_FRAG_LABEL: &str = "NTFSFRAG";
+pub const NTFS_DIRTY_LABEL: &str = "NTFSDIRTY";
 pub const FRAG_FAT_LABEL: &str = "FRAGFAT";
 pub const FRAG_EXFAT_LABEL: &str = "FRAGEXFAT";
 pub const FAT_LABEL: &str = "ISOSTICK";
@@ -402,6 +406,69 @@ fn persist_disk(iso_file: &Path, out: &Path, work: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An NTFS image made by mkntfs and filled by ntfscp, as a stick prepared on Windows would
+/// be, without a driver.
+fn ntfs(label: &str, files: &[(&str, &Path)], out: &Path) -> Result<()> {
+    fs::File::create(out)?.set_len(64 << 20)?;
+    run(Command::new("mkntfs").args(["-q", "-F", "-Q", "-L", label]).arg(out))?;
+    for (dest, src) in files {
+        run(Command::new("ntfscp").arg("-f").arg(out).arg(src).arg(dest))?;
+    }
+    Ok(())
+}
+
+/// NTFS through ntfs-3g, filled to the last cluster and punched, so that ntfs-3g, which
+/// otherwise finds a contiguous run, has to fragment the ISO.
+fn ntfs_fragmented(isoroot: &Path, iso_file: &Path, out: &Path, work: &Path) -> Result<()> {
+    fs::File::create(out)?.set_len(32 << 20)?;
+    run(Command::new("mkntfs").args(["-q", "-F", "-Q", "-L", NTFS_FRAG_LABEL]).arg(out))?;
+    let mnt = work.join("ntfs-mnt");
+    fs::create_dir_all(&mnt)?;
+    run(Command::new("ntfs-3g").arg(out).arg(&mnt))?;
+    let filled = (|| -> Result<()> {
+        punch_holes(&mnt.join("fill"), 20000, 4096)?;
+        fs::create_dir_all(mnt.join("isos"))?;
+        fs::copy(iso_file, mnt.join("isos/debian-live.iso"))?;
+        Ok(())
+    })();
+    run(Command::new("umount").arg(&mnt))?;
+    filled?;
+    device_map(isoroot, out, &work.join("ntfs.cpio"), 20).map(drop)
+}
+
+/// Sets the dirty flag in $Volume's $VOLUME_INFORMATION, as an unclean Windows shutdown
+/// leaves it. The flag is not near a sector's end, so the record's fixups stay valid.
+fn mark_ntfs_dirty(img: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().read(true).write(true).open(img)?;
+    let mut bs = [0u8; 512];
+    f.read_exact_at(&mut bs, 0)?;
+    let cluster = u64::from(u16::from_le_bytes([bs[0x0B], bs[0x0C]])) * u64::from(bs[0x0D]);
+    let record = match bs[0x40] as i8 {
+        v if v < 0 => 1u64 << -i32::from(v),
+        v => v as u64 * cluster,
+    };
+    let at = u64::from_le_bytes(bs[0x30..0x38].try_into()?) * cluster + 3 * record;
+    let mut rec = vec![0u8; record as usize];
+    f.read_exact_at(&mut rec, at)?;
+    let mut a = usize::from(u16::from_le_bytes([rec[0x14], rec[0x15]]));
+    while a + 24 < rec.len() {
+        let kind = u32::from_le_bytes(rec[a..a + 4].try_into()?);
+        let len = u32::from_le_bytes(rec[a + 4..a + 8].try_into()?) as usize;
+        if kind == 0xFFFF_FFFF || len == 0 {
+            break;
+        }
+        if kind == 0x70 {
+            let flags = a + usize::from(u16::from_le_bytes([rec[a + 0x14], rec[a + 0x15]])) + 0x0A;
+            rec[flags] |= 1;
+            f.write_all_at(&rec, at)?;
+            return Ok(());
+        }
+        a += len;
+    }
+    bail!("no $VOLUME_INFORMATION in {}", img.display())
+}
+
 /// Concatenates archives the way GRUB loads several initrds: each padded to 4 bytes.
 fn concat_initrds(parts: &[&Path], out: &Path) -> Result<()> {
     let mut all = Vec::new();
@@ -517,6 +584,19 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let img = dir.join("ext4-persist.img");
     persist_disk(&debian, &img, &work)?;
     disks.insert("ext4-persist", img);
+
+    let img = dir.join("ntfs.img");
+    ntfs(NTFS_LABEL, &[(NTFS_PATH, &debian)], &img)?;
+    disks.insert("ntfs", img);
+
+    let img = dir.join("ntfs-frag.img");
+    ntfs_fragmented(isoroot, &debian, &img, &work)?;
+    disks.insert("ntfs-frag", img);
+
+    let img = dir.join("ntfs-dirty.img");
+    ntfs(NTFS_DIRTY_LABEL, &[("/debian-live.iso", &debian)], &img)?;
+    mark_ntfs_dirty(&img)?;
+    disks.insert("ntfs-dirty", img);
 
     // ext4 whose journal says it needs recovery, as after a crash: isoroot's reader refuses
     // it, the loop path mounts it read-only without replaying the journal.

@@ -1,10 +1,11 @@
 //! Step 5 (b): where a file lies on its device, read from the filesystem's own allocation
 //! structures in user space, without mounting it: ext4 extent trees, FAT cluster chains
-//! and exFAT's (including contiguous "NoFatChain" files). The result becomes a dm-linear
+//! and exFAT's (including contiguous "NoFatChain" files), NTFS runlists. The result becomes a dm-linear
 //! table, so the host filesystem is never mounted and never written.
 
 mod ext4;
 mod fat;
+mod ntfs;
 
 use crate::superblock::{FsKind, ReadAt};
 use std::fmt;
@@ -101,6 +102,7 @@ pub fn map(dev: &(impl ReadAt + ?Sized), kind: FsKind, path: &str) -> Result<Fil
     let map = match kind {
         FsKind::Ext4 => ext4::map(dev, path)?,
         FsKind::Vfat | FsKind::Exfat => fat::map(dev, kind, path)?,
+        FsKind::Ntfs => ntfs::map(dev, path)?,
         other => {
             return Err(ScanError::Unsupported(format!(
                 "isoroot cannot read {} allocation itself",
@@ -148,7 +150,7 @@ mod tests {
 
     #[test]
     fn unknown_filesystems_are_unsupported() {
-        let e = map(&[0u8; 4096][..], FsKind::Ntfs, "/a.iso").unwrap_err();
-        assert!(matches!(e, ScanError::Unsupported(m) if m.contains("ntfs")));
+        let e = map(&[0u8; 4096][..], FsKind::Squashfs, "/a.iso").unwrap_err();
+        assert!(matches!(e, ScanError::Unsupported(m) if m.contains("squashfs")));
     }
 }
