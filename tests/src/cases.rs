@@ -22,6 +22,8 @@ pub enum Expect {
     Marker { line: String, present: Vec<String>, absent: Vec<String> },
     /// A failed boot: every one of these on the console, then the VM stays up.
     Failure(Vec<String>),
+    /// Every one of these on the console, then the VM ends by itself (a reboot).
+    Exits(Vec<String>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,15 @@ pub struct Case {
     /// A second boot on the same disks, made writable copies for the case, then a check of
     /// the disks on the host.
     pub then: Option<Then>,
+    /// While booting: when the console shows the text, wait, then give the monitor these
+    /// commands (a key press, a disk plugged in late).
+    pub during: Option<During>,
+}
+
+pub struct During {
+    pub when: &'static str,
+    pub after: Duration,
+    pub commands: Vec<String>,
 }
 
 pub struct Then {
@@ -94,6 +105,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         initrd: Initrd::Plain,
         expect,
         then: None,
+        during: None,
     };
     // The host filesystem must never be mounted on the dm-linear path.
     let host = "/run/isoroot/host";
@@ -313,6 +325,58 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 &["mount: /dev/vda", "/dev/mapper"],
             ),
         ),
+        Case {
+            during: Some(During {
+                when: "waiting up to 30 s for the block device",
+                after: Duration::from_secs(4),
+                commands: vec![
+                    format!("drive_add 0 if=none,id=late,format=raw,readonly=on,file={}", f.disks["ext4-debian"].display()),
+                    "device_add virtio-blk-pci,drive=late,id=latedisk".into(),
+                ],
+            }),
+            ..case(
+                "the boot device appears 5 s late (hot-plugged)",
+                &[],
+                format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
+                and(debian(), &["waiting up to 30 s for the block device UUID=", dm_medium], &[]),
+            )
+        },
+        Case {
+            during: Some(During {
+                when: "waiting up to 30 s for the block device",
+                after: Duration::from_secs(1),
+                commands: vec!["sendkey ctrl-alt-delete".into()],
+            }),
+            ..case(
+                "Ctrl-Alt-Del during the device wait reboots cleanly",
+                &[],
+                format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
+                Expect::Exits(vec!["Ctrl-Alt-Del: rebooting".into(), "reboot: Restarting system".into()]),
+            )
+        },
+        case(
+            "two filesystems with the same label: a warning, the first is used",
+            &["ext4-debian", "ext4-twin"],
+            "iso=LABEL=isodisk:/isos/debian-live.iso".into(),
+            and(debian(), &["2 devices match LABEL=isodisk, using the first:"], &[]),
+        ),
+        case(
+            "a command line at the 2048-byte limit",
+            &["ext4-debian"],
+            {
+                let base = format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso isoroot_pad=");
+                // With "console=ttyS0 panic=-1 " in front: 2047 bytes and the NUL.
+                let room = 2047 - "console=ttyS0 panic=-1 ".len() - base.len();
+                format!("{base}{}", "x".repeat(room))
+            },
+            debian(),
+        ),
+        case(
+            "a symlink loop in the path",
+            &["ext4-bad"],
+            format!("iso=UUID={BAD_UUID}:/isos/loop1/x.iso"),
+            failure(&["too many levels of symbolic links", "Too many levels of symbolic links (os error 40)"]),
+        ),
         case(
             "a truncated ISO",
             &["ext4-bad"],
@@ -411,8 +475,16 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
             writable: case.then.is_some(),
             accel,
             echo,
+            monitor: case.during.as_ref().map(|_| f.dir.join(format!("{slug}.monitor"))),
         };
         let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
+        if let Some(d) = &case.during {
+            vm.wait_for_any(&[d.when], BOOT_TIMEOUT).map_err(|e| format!("waiting for {:?}: {e}", d.when))?;
+            std::thread::sleep(d.after);
+            for c in &d.commands {
+                vm.monitor(c)?;
+            }
+        }
         let result = check(&mut vm, expect);
         // The disks are read on the host next: QEMU must have finished writing them.
         if result.is_ok() && case.then.is_some() && !vm.wait_exit(Duration::from_secs(30)) {
@@ -479,6 +551,18 @@ fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
             }
             if let Some(a) = absent.iter().find(|a| text.contains(a.as_str())) {
                 return Err(format!("the console shows {a:?}, which must not happen"));
+            }
+            Ok(())
+        }
+        Expect::Exits(lines) => {
+            for line in lines {
+                vm.wait_for_any(&[line], BOOT_TIMEOUT).map_err(|e| format!("waiting for {line:?}: {e}"))?;
+            }
+            if !vm.wait_exit(Duration::from_secs(30)) {
+                return Err("the VM did not reboot".into());
+            }
+            if vm.console().contains("Kernel panic") {
+                return Err("the kernel panicked".into());
             }
             Ok(())
         }

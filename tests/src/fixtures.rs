@@ -544,6 +544,8 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     fs::copy(&unknown, bad_stage.join("isos/unknown.iso"))?;
     fs::write(bad_stage.join("isos/truncated.iso"), &fs::read(&debian)?[..1 << 20])?;
     fs::write(bad_stage.join("isos/empty.iso"), b"")?;
+    std::os::unix::fs::symlink("loop2", bad_stage.join("isos/loop1"))?;
+    std::os::unix::fs::symlink("loop1", bad_stage.join("isos/loop2"))?;
 
     let mut disks = BTreeMap::new();
     let stage = work.join("stage-ext4");
@@ -557,6 +559,12 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let stage = work.join("stage-empty");
     fs::create_dir_all(stage.join("other"))?;
     fs::write(stage.join("other/readme.txt"), "no ISO here\n")?;
+    // The same label on a second filesystem (another UUID), as two sticks of one make.
+    let img = dir.join("ext4-twin.img");
+    fs::copy(dir.join("ext4-debian.img"), &img)?;
+    run(Command::new("tune2fs").args(["-U", "88888888-9999-aaaa-bbbb-cccccccccccc"]).arg(&img))?;
+    disks.insert("ext4-twin", img);
+
     let img = dir.join("ext4-empty.img");
     ext4(&stage, EMPTY_UUID, "empty", &img)?;
     disks.insert("ext4-empty", img);

@@ -27,6 +27,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         writable: false,
         accel: Accel::Kvm,
         echo: false,
+        monitor: None,
     };
     let works = Vm::start(&spec)
         .is_ok_and(|mut vm| vm.wait_for_any(&["Kernel panic"], Duration::from_secs(15)).is_ok());
@@ -48,11 +49,14 @@ pub struct VmSpec {
     pub accel: Accel,
     /// Copy the console to this terminal as it arrives.
     pub echo: bool,
+    /// A QEMU monitor socket, for keys and hot-plugged disks.
+    pub monitor: Option<PathBuf>,
 }
 
 pub struct Vm {
     child: Child,
     console: Arc<Mutex<String>>,
+    monitor: Option<PathBuf>,
 }
 
 impl Vm {
@@ -71,6 +75,10 @@ impl Vm {
             let ro = if spec.writable { "off" } else { "on" };
             c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly={ro}", d.display()));
         }
+        if let Some(m) = &spec.monitor {
+            let _ = std::fs::remove_file(m);
+            c.arg("-monitor").arg(format!("unix:{},server=on,wait=off", m.display()));
+        }
         // CI has no standard input; QEMU must not wait on one.
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
@@ -86,7 +94,7 @@ impl Vm {
             let echo = spec.echo;
             std::thread::spawn(move || pump(stream, &console, echo));
         }
-        Ok(Vm { child, console })
+        Ok(Vm { child, console, monitor: spec.monitor.clone() })
     }
 
     pub fn console(&self) -> String {
@@ -122,6 +130,20 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Sends one command to the QEMU monitor (human monitor protocol).
+    pub fn monitor(&self, command: &str) -> Result<String, String> {
+        use std::os::unix::net::UnixStream;
+        let path = self.monitor.as_ref().ok_or("this VM has no monitor")?;
+        let mut s = UnixStream::connect(path).map_err(|e| format!("connecting to the monitor: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        writeln!(s, "{command}").map_err(|e| e.to_string())?;
+        // The reply follows the greeting and the echoed command; read what comes.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut reply = vec![0u8; 4096];
+        let n = s.read(&mut reply).unwrap_or(0);
+        Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
     }
 
     /// Waits for QEMU to exit by itself (the guest powered off); false on timeout.
