@@ -48,6 +48,7 @@ pub struct Case {
     /// While booting: when the console shows the text, wait, then give the monitor these
     /// commands (a key press, a disk plugged in late).
     pub during: Option<During>,
+    pub memory_mb: u32,
 }
 
 pub struct During {
@@ -106,6 +107,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         expect,
         then: None,
         during: None,
+        memory_mb: 512,
     };
     // The host filesystem must never be mounted on the dm-linear path.
     let host = "/run/isoroot/host";
@@ -311,6 +313,32 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             ),
         ),
         case(
+            "a persistence image with another UUID is never written",
+            &["ext4-persist"],
+            format!(
+                "iso=UUID={PERSIST_HOST_UUID}:/isos/debian-live.iso iso.persist=/persist.img \
+                 iso.persist.uuid=99999999-0000-0000-0000-000000000000"
+            ),
+            and(
+                debian(),
+                &[
+                    &format!("has ext4 UUID {PERSIST_UUID}, iso.persist.uuid= says 99999999-0000-0000-0000-000000000000: not writing to it"),
+                    "booting without persistence",
+                    "mount: tmpfs /run/live/overlay tmpfs",
+                ],
+                &[],
+            ),
+        ),
+        Case {
+            memory_mb: 192,
+            ..case(
+                "iso.toram with too little RAM boots from the device",
+                &["ext4-debian"],
+                format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.toram"),
+                and(debian(), &["iso.toram: UUID=", "booting from the device instead", dm_medium], &["ram.iso"]),
+            )
+        },
+        case(
             "iso.toram: the boot disk is let go",
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.toram"),
@@ -476,6 +504,7 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
             accel,
             echo,
             monitor: case.during.as_ref().map(|_| f.dir.join(format!("{slug}.monitor"))),
+            memory_mb: case.memory_mb,
         };
         let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
         if let Some(d) = &case.during {

@@ -28,6 +28,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         accel: Accel::Kvm,
         echo: false,
         monitor: None,
+        memory_mb: 512,
     };
     let works = Vm::start(&spec)
         .is_ok_and(|mut vm| vm.wait_for_any(&["Kernel panic"], Duration::from_secs(15)).is_ok());
@@ -51,6 +52,7 @@ pub struct VmSpec {
     pub echo: bool,
     /// A QEMU monitor socket, for keys and hot-plugged disks.
     pub monitor: Option<PathBuf>,
+    pub memory_mb: u32,
 }
 
 pub struct Vm {
@@ -66,7 +68,8 @@ impl Vm {
             Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => c.args(["-accel", "tcg"]),
         };
-        c.args(["-m", "512", "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
+        c.arg("-m").arg(spec.memory_mb.to_string());
+        c.args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
         c.arg("-kernel").arg(&spec.kernel).arg("-append").arg(&spec.append);
         if let Some(initrd) = &spec.initrd {
             c.arg("-initrd").arg(initrd);

@@ -11,6 +11,8 @@ const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_64BIT: u32 = 0x80;
 const STATE_ERRORS: u16 = 0x2;
 const MAX_LINKS: usize = 40;
+/// More extents than a 64 TiB file of 32 MiB extents: only a crafted tree has them.
+const MAX_EXTENTS: usize = 1 << 21;
 
 fn corrupt(what: impl Into<String>) -> ScanError {
     ScanError::Corrupt(what.into())
@@ -160,7 +162,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         }
         let entries = usize::from(le16(node, 2));
         let depth = le16(node, 6);
-        if depth_seen > 5 || 12 + entries * 12 > node.len() {
+        if depth_seen > 5 || 12 + entries * 12 > node.len() || out.len() > MAX_EXTENTS {
             return Err(corrupt("extent tree too deep or too full"));
         }
         for i in 0..entries {

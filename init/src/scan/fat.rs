@@ -45,6 +45,9 @@ struct Fs<'a, D: ReadAt + ?Sized> {
     fat_cache: HashMap<u64, Vec<u8>>,
 }
 
+/// Directories are read whole; far above any real one.
+const MAX_DIR: u64 = 64 << 20;
+
 /// FAT entries are read and cached a chunk at a time (a 4 GiB file is 128 Ki entries).
 const FAT_CHUNK: u64 = 4096;
 
@@ -161,6 +164,11 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             return Ok(map);
         }
         let count = size.div_ceil(self.cluster);
+        // A file cannot have more clusters than the volume: this also ends a chain that
+        // loops back on itself.
+        if count > u64::from(self.clusters) {
+            return Err(corrupt(format!("a {size}-byte file on a volume of {} clusters", self.clusters)));
+        }
         if start.first < 2
             || u64::from(start.first - 2) + if start.contiguous { count } else { 1 }
                 > u64::from(self.clusters)
@@ -222,13 +230,16 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
                         while let Some(next) = self.next(c)? {
                             n += 1;
                             c = next;
-                            if n > 65536 {
+                            if n * self.cluster > MAX_DIR {
                                 return Err(corrupt("a directory chain that does not end"));
                             }
                         }
                         n * self.cluster
                     }
                 };
+                if size > MAX_DIR {
+                    return Err(corrupt(format!("a directory of {size} bytes")));
+                }
                 self.read_all(s, size)
             }
         }
