@@ -18,12 +18,8 @@ const STATE: &str = "/run/isoroot/state";
 
 /// Keys this build accepts but cannot act on yet, and what it does instead.
 fn warn_unsupported(c: &Cmdline) {
-    let mut notes = Vec::new();
     if c.mode == Some(Mode::Handoff) {
-        notes.push("iso.mode=handoff: not in this build; isoroot switches root itself");
-    }
-    for n in notes {
-        crate::warn!("{n}");
+        crate::warn!("iso.mode=handoff: not in this build; isoroot switches root itself");
     }
 }
 

@@ -54,7 +54,14 @@ pub struct Case {
 pub struct During {
     pub when: &'static str,
     pub after: Duration,
-    pub commands: Vec<String>,
+    pub actions: Vec<Action>,
+}
+
+pub enum Action {
+    /// A QEMU monitor command.
+    Monitor(String),
+    /// Text typed on the serial console.
+    Type(&'static str),
 }
 
 pub struct Then {
@@ -114,6 +121,15 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
     let dm_medium = "mount: /dev/mapper/debian-live /run/live/medium iso9660 ro";
     let dm_layer = "loop: loop0 /dev/mapper/debian-live offset=";
     let loop_host = "mount: /dev/vda /run/isoroot/host ext4 ro";
+    let plug_in_late = || {
+        vec![
+            Action::Monitor(format!(
+                "drive_add 0 if=none,id=late,format=raw,readonly=on,file={}",
+                f.disks["ext4-debian"].display()
+            )),
+            Action::Monitor("device_add virtio-blk-pci,drive=late,id=latedisk".into()),
+        ]
+    };
     let persist = format!(
         "iso=UUID={PERSIST_HOST_UUID}:/isos/debian-live.iso iso.persist=/persist.img iso.persist.uuid={PERSIST_UUID}"
     );
@@ -357,10 +373,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             during: Some(During {
                 when: "waiting up to 30 s for the block device",
                 after: Duration::from_secs(4),
-                commands: vec![
-                    format!("drive_add 0 if=none,id=late,format=raw,readonly=on,file={}", f.disks["ext4-debian"].display()),
-                    "device_add virtio-blk-pci,drive=late,id=latedisk".into(),
-                ],
+                actions: plug_in_late(),
             }),
             ..case(
                 "the boot device appears 5 s late (hot-plugged)",
@@ -369,11 +382,27 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 and(debian(), &["waiting up to 30 s for the block device UUID=", dm_medium], &[]),
             )
         },
+        // The boot fails (no disk yet), the rescue shell starts; the disk is plugged in and
+        // `exit` in the shell retries the boot, which now succeeds.
+        Case {
+            initrd: Initrd::RescueShell,
+            during: Some(During {
+                when: "type `exit` to retry the boot",
+                after: Duration::from_secs(1),
+                actions: plug_in_late().into_iter().chain([Action::Type("exit\n")]).collect(),
+            }),
+            ..case(
+                "`exit` in the rescue shell retries the boot",
+                &[],
+                format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.timeout=2"),
+                and(debian(), &["no block device with UUID=", "retrying the boot", dm_medium], &[]),
+            )
+        },
         Case {
             during: Some(During {
                 when: "waiting up to 30 s for the block device",
                 after: Duration::from_secs(1),
-                commands: vec!["sendkey ctrl-alt-delete".into()],
+                actions: vec![Action::Monitor("sendkey ctrl-alt-delete".into())],
             }),
             ..case(
                 "Ctrl-Alt-Del during the device wait reboots cleanly",
@@ -510,8 +539,11 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
         if let Some(d) = &case.during {
             vm.wait_for_any(&[d.when], BOOT_TIMEOUT).map_err(|e| format!("waiting for {:?}: {e}", d.when))?;
             std::thread::sleep(d.after);
-            for c in &d.commands {
-                vm.monitor(c)?;
+            for a in &d.actions {
+                match a {
+                    Action::Monitor(c) => drop(vm.monitor(c)?),
+                    Action::Type(t) => vm.type_text(t)?,
+                }
             }
         }
         let result = check(&mut vm, expect);

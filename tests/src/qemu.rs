@@ -82,8 +82,9 @@ impl Vm {
             let _ = std::fs::remove_file(m);
             c.arg("-monitor").arg(format!("unix:{},server=on,wait=off", m.display()));
         }
-        // CI has no standard input; QEMU must not wait on one.
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // The serial console's input is a pipe the test owns (CI has no standard input, and
+        // QEMU must not read the terminal's).
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
         let console = Arc::new(Mutex::new(String::new()));
         for stream in [
@@ -147,6 +148,12 @@ impl Vm {
         let mut reply = vec![0u8; 4096];
         let n = s.read(&mut reply).unwrap_or(0);
         Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+    }
+
+    /// Types on the serial console.
+    pub fn type_text(&mut self, text: &str) -> Result<(), String> {
+        let input = self.child.stdin.as_mut().ok_or("no console input")?;
+        input.write_all(text.as_bytes()).and_then(|()| input.flush()).map_err(|e| format!("typing: {e}"))
     }
 
     /// Waits for QEMU to exit by itself (the guest powered off); false on timeout.
