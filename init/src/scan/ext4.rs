@@ -1,7 +1,7 @@
 //! ext4 (and ext2/3 made with extents): superblock, group descriptors, inodes, extent trees,
 //! directory blocks. Read-only and just enough to map one file.
 
-use super::{components, FileMap, Run, ScanError};
+use super::{components, corrupt, FileMap, Run, ScanError};
 use crate::superblock::{le16, le32, ReadAt};
 
 const ROOT_INODE: u32 = 2;
@@ -13,10 +13,6 @@ const STATE_ERRORS: u16 = 0x2;
 const MAX_LINKS: usize = 40;
 /// More extents than a 64 TiB file of 32 MiB extents: only a crafted tree has them.
 const MAX_EXTENTS: usize = 1 << 21;
-
-fn corrupt(what: impl Into<String>) -> ScanError {
-    ScanError::Corrupt(what.into())
-}
 
 struct Fs<'a, D: ReadAt + ?Sized> {
     dev: &'a D,

@@ -1,13 +1,9 @@
 //! FAT12/16/32 and exFAT: boot sector, FAT chains (or exFAT's contiguous "NoFatChain"
 //! files), directories with long names. Names compare without regard to case.
 
-use super::{components, FileMap, Run, ScanError};
+use super::{components, corrupt, same_name, FileMap, Run, ScanError};
 use crate::superblock::{le16, le32, le64, FsKind, ReadAt};
 use std::collections::HashMap;
-
-fn corrupt(what: impl Into<String>) -> ScanError {
-    ScanError::Corrupt(what.into())
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -359,10 +355,6 @@ fn exfat_entries(raw: &[u8]) -> Vec<Entry> {
         });
     }
     out
-}
-
-fn same_name(a: &str, b: &str) -> bool {
-    a.chars().flat_map(char::to_uppercase).eq(b.chars().flat_map(char::to_uppercase))
 }
 
 pub fn map(dev: &(impl ReadAt + ?Sized), kind: FsKind, path: &str) -> Result<FileMap, ScanError> {

@@ -119,6 +119,15 @@ pub fn map(dev: &(impl ReadAt + ?Sized), kind: FsKind, path: &str) -> Result<Fil
     Ok(map)
 }
 
+fn corrupt(what: impl Into<String>) -> ScanError {
+    ScanError::Corrupt(what.into())
+}
+
+/// Names as FAT, exFAT and NTFS compare them: without regard to case.
+fn same_name(a: &str, b: &str) -> bool {
+    a.chars().flat_map(char::to_uppercase).eq(b.chars().flat_map(char::to_uppercase))
+}
+
 /// Path components, for readers that walk directories.
 fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty())

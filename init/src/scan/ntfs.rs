@@ -3,7 +3,7 @@
 //! indexes ($I30), read linearly. A volume marked dirty or hibernated by Windows (Fast
 //! Startup) is refused: its on-disk structures are not the truth.
 
-use super::{components, FileMap, Run, ScanError};
+use super::{components, corrupt, same_name, FileMap, Run, ScanError};
 use crate::superblock::{le16, le32, le64, ReadAt};
 
 const ROOT: u64 = 5;
@@ -20,10 +20,6 @@ const MAX_INDEX: u64 = 64 << 20;
 
 /// A runlist: (first cluster, or None for a hole; length in clusters).
 type Runs = Vec<(Option<u64>, u64)>;
-
-fn corrupt(what: impl Into<String>) -> ScanError {
-    ScanError::Corrupt(what.into())
-}
 
 /// One attribute of an MFT record, as found.
 struct Attr {
@@ -361,10 +357,6 @@ fn index_entries(h: &[u8], out: &mut Vec<(String, u64)>) {
         }
         at += len;
     }
-}
-
-fn same_name(a: &str, b: &str) -> bool {
-    a.chars().flat_map(char::to_uppercase).eq(b.chars().flat_map(char::to_uppercase))
 }
 
 pub fn map(dev: &(impl ReadAt + ?Sized), path: &str) -> Result<FileMap, ScanError> {
