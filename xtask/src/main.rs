@@ -23,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "mtools",
     "fdisk",
     "exfatprogs",
+    "ntfs-3g",
     "exfat-fuse",
     "file",
 ];
