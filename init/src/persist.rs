@@ -7,9 +7,10 @@
 
 use crate::blockdev::BlockDev;
 use crate::cmdline::{format_extents, Cmdline, Extent, Location};
+use crate::dm::Target;
 use crate::locate::{self, Hardware};
 use crate::mount::Linux;
-use crate::scan::{self, Run};
+use crate::scan;
 use crate::superblock::{self, FsKind};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
@@ -61,33 +62,28 @@ pub fn attach(
 }
 
 /// The persistence file's map, read now from its filesystem.
-fn current_map(
-    source: &BlockDev,
-    loc: &Location,
-    hints: Option<&[Extent]>,
-) -> Result<Vec<crate::dm::Target>> {
+fn current_map(source: &BlockDev, loc: &Location, hints: Option<&[Extent]>) -> Result<Vec<Target>> {
     let kind = source.fs.as_ref().map(|f| f.kind).ok_or_else(|| anyhow!("{source} has no filesystem"))?;
     let file =
         std::fs::File::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
     let map = scan::map(&file, kind, &loc.path).map_err(|e| {
         anyhow!("{source}: {e} (isoroot maps persistence files on clean ext4, FAT, exFAT and NTFS only)")
     })?;
-    if map.runs.iter().any(|r| matches!(r, Run::Zero { .. })) {
-        bail!(
-            "{} is sparse (or preallocated but unwritten): writes there would be lost to the host; copy it \
-             densely: cp --sparse=never IMG NEW && mv NEW IMG",
-            loc.path
-        );
+    let (major, minor) = crate::attach::dev_numbers(source)?;
+    // The table the device will be made of is also what hints are checked against.
+    let targets = crate::attach::scan_table(&map.runs, major, minor)?;
+    let mut now = Vec::new();
+    for t in &targets {
+        match *t {
+            Target::Linear { start, sectors, .. } => now.push(Extent { start, sectors }),
+            Target::Zero { .. } => bail!(
+                "{} is sparse (or preallocated but unwritten): writes there would be lost to the host; copy it \
+                 densely: cp --sparse=never IMG NEW && mv NEW IMG",
+                loc.path
+            ),
+        }
     }
     if let Some(hints) = hints {
-        let now: Vec<Extent> = map
-            .runs
-            .iter()
-            .filter_map(|r| match *r {
-                Run::Data { offset, len } => Some(Extent { start: offset / 512, sectors: len.div_ceil(512) }),
-                Run::Zero { .. } => None,
-            })
-            .collect();
         if now != hints {
             bail!(
                 "iso.persist.extents= ({}) is not where {} lies now ({}): stale hints, and a stale map is never \
@@ -98,6 +94,5 @@ fn current_map(
             );
         }
     }
-    let (major, minor) = crate::attach::dev_numbers(source)?;
-    crate::attach::scan_table(&map.runs, major, minor)
+    Ok(targets)
 }
