@@ -39,10 +39,11 @@ fn dm_name(path: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
         .take(100)
         .collect();
-    if name.is_empty() {
-        "isoroot".into()
-    } else {
-        name
+    match name.as_str() {
+        "" => "iso".into(),
+        // Taken by the device the handoff strategy makes.
+        crate::handoff::DEVICE => format!("{name}-iso"),
+        _ => name,
     }
 }
 
@@ -94,23 +95,40 @@ fn check_image(file: &File, len: u64, c: &Cmdline, name: &str) -> Result<IsoInfo
     Ok(iso)
 }
 
+/// Why [`map_checked`] failed: the device could not be made (a kernel without the target),
+/// or it was made and did not hold the ISO.
+enum MapError {
+    Create(anyhow::Error),
+    Check(anyhow::Error),
+}
+
+impl From<MapError> for anyhow::Error {
+    fn from(e: MapError) -> Self {
+        match e {
+            MapError::Create(e) | MapError::Check(e) => e,
+        }
+    }
+}
+
 /// Creates the dm device, runs `check` on it, and removes it again when the check fails.
 fn map_checked(
     sys: &mut Linux,
     name: &str,
     targets: &[Target],
     check: impl FnOnce(&File) -> Result<IsoInfo>,
-) -> Result<(PathBuf, IsoInfo)> {
-    let dev = sys
-        .map_linear(name, targets, false)
-        .with_context(|| format!("creating the dm-linear device {name}"))?;
+) -> Result<(PathBuf, IsoInfo), MapError> {
+    let dev = sys.map_linear(name, targets, false).map_err(|e| {
+        let holes = targets.iter().any(|t| matches!(t, Target::Zero { .. }));
+        let hint = if holes { " (the file has holes: is dm-zero in the initrd?)" } else { "" };
+        MapError::Create(anyhow!("creating the dm-linear device {name}: {e}{hint}"))
+    })?;
     let checked =
         File::open(&dev).with_context(|| format!("opening {}", dev.display())).and_then(|f| check(&f));
     match checked {
         Ok(iso) => Ok((dev, iso)),
         Err(e) => {
             sys.unmap(name);
-            Err(e)
+            Err(MapError::Check(e))
         }
     }
 }
@@ -181,7 +199,10 @@ fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
     let (major, minor) = dev_numbers(&source).map_err(TryLoop)?;
     let targets = scan_table(&map.runs, major, minor).map_err(TryLoop)?;
     let (dev, iso) = map_checked(sys, &dm_name(&loc.path), &targets, |f| check_image(f, map.size, c, &name))
-        .map_err(Final)?;
+        .map_err(|e| match e {
+            MapError::Create(e) => TryLoop(e),
+            MapError::Check(e) => Final(e),
+        })?;
     let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
     Ok(Attached { dev, iso, source, how })
 }
@@ -233,7 +254,8 @@ mod tests {
     fn dm_names_come_from_the_file_name() {
         assert_eq!(dm_name("/isos/debian-live-12.iso"), "debian-live-12");
         assert_eq!(dm_name("/my isos/a b:c.iso"), "a_b_c");
-        assert_eq!(dm_name("/.iso"), "isoroot");
+        assert_eq!(dm_name("/.iso"), "iso");
+        assert_eq!(dm_name("/isos/isoroot.iso"), "isoroot-iso");
     }
 
     #[test]

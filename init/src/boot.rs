@@ -8,18 +8,36 @@ use crate::liveroot::{self, MountedIso, Upper, MEDIUM, NEWROOT};
 use crate::locate::Hardware;
 use crate::modules::{Modules, LOAD_LIST};
 use crate::mount::{Linux, Sys};
-use crate::{persist, pid1, profile, switchroot, toram};
-use anyhow::{anyhow, Context, Result};
+use crate::{handoff, persist, pid1, profile, switchroot, toram};
+use anyhow::{anyhow, bail, Context, Result};
+use isoroot_profiles::{Profile, Strategy};
 use nix::mount::MsFlags;
 use std::convert::Infallible;
 use std::path::Path;
 
 const STATE: &str = "/run/isoroot/state";
 
-/// Keys this build accepts but cannot act on yet, and what it does instead.
-fn warn_unsupported(c: &Cmdline) {
-    if c.mode == Some(Mode::Handoff) {
-        crate::warn!("iso.mode=handoff: not in this build; isoroot switches root itself");
+/// Whether to hand the ISO to the distro's initrd: `iso.mode=` decides, else the profile,
+/// as long as there is a distro initrd to hand it to.
+fn hands_off(c: &Cmdline, profile: &Profile) -> Result<bool> {
+    let present = handoff::distro_init_present();
+    match c.mode {
+        Some(Mode::SwitchRoot) => Ok(false),
+        Some(Mode::Handoff) if present => Ok(true),
+        Some(Mode::Handoff) => bail!(
+            "iso.mode=handoff needs the distro's initrd, and this initramfs has only isoroot: load the \
+             ISO's own initrd before isoroot's archive (isoroot mkinitramfs --no-modules) and boot with \
+             rdinit=/isoroot/init"
+        ),
+        None if profile.strategy == Strategy::Handoff && !present => {
+            crate::warn!(
+                "profile {} hands off to the distro's own initrd, which this initramfs lacks; switching \
+                 root instead, without the distro's initrd work (combined boot: README)",
+                profile.name
+            );
+            Ok(false)
+        }
+        None => Ok(profile.strategy == Strategy::Handoff),
     }
 }
 
@@ -55,7 +73,6 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
             raw.trim_end()
         )
     })?;
-    warn_unsupported(&cmdline);
     let profiles = profile::load()?;
 
     let mut hw = Hardware { modules: Modules::open(), devices: Devices::default() };
@@ -79,10 +96,21 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     let plan = liveroot::choose(
         &profiles,
         cmdline.profile.as_deref(),
-        &MountedIso { root: medium, cmdline: &cmdline },
+        &MountedIso { root: medium, cmdline: &cmdline, label: attached.iso.label.as_deref() },
     )?;
     let label = attached.iso.label.as_deref().unwrap_or("no label");
     crate::info!("{name} ({label}): profile {}, {} root image(s)", plan.profile.name, plan.layers.len());
+    if hands_off(&cmdline, &plan.profile)? {
+        return handoff::hand_off(sys, &attached, &plan.profile.name);
+    }
+    let init = match (&cmdline.init, &plan.profile.init) {
+        (Some(init), _) | (None, Some(init)) => init.clone(),
+        (None, None) => bail!(
+            "profile {} takes the init from init= on the command line, and there is none: use the \
+             ISO's own boot entry, which names it (NixOS: init=/nix/store/…-nixos-system-…/init)",
+            plan.profile.name
+        ),
+    };
     let upper = match persist::attach(sys, &cmdline, &attached.source, &mut hw) {
         Ok(Some(dev)) => {
             crate::info!("persistence: {}", dev.display());
@@ -98,7 +126,6 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
         .map_err(|e| with_module_failures(e, &hw.modules))?;
     write_state(&cmdline, &plan, &attached)?;
 
-    let init = cmdline.init.clone().unwrap_or_else(|| plan.profile.init.clone());
     switchroot::check_init(Path::new(NEWROOT), &init)?;
     if cmdline.rescue {
         pid1::rescue_shell(&format!(
@@ -117,7 +144,7 @@ fn write_state(c: &Cmdline, plan: &liveroot::Plan, attached: &Attached) -> Resul
         .layers
         .iter()
         .filter_map(|l| l.file_name())
-        .map(|n| format!("{}/{}", plan.profile.layers_at, n.to_string_lossy()))
+        .map(|n| plan.profile.layer_mount(&n.to_string_lossy()))
         .collect();
     let state = format!(
         "profile={}\niso={}\ndevice={}\nattach={}\nmedium={}\nlayers={}\n",

@@ -8,6 +8,7 @@ pub mod blockdev;
 pub mod boot;
 pub mod cmdline;
 pub mod dm;
+pub mod handoff;
 pub mod iso9660;
 pub mod liveroot;
 pub mod locate;

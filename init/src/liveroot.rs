@@ -7,7 +7,7 @@ use crate::mount::Sys;
 use crate::paths;
 use crate::superblock::FsKind;
 use anyhow::{anyhow, bail, Context, Result};
-use isoroot_profiles::{Lookup, Profile};
+use isoroot_profiles::{Lookup, Match, Profile};
 use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,7 @@ pub struct Plan {
 pub struct MountedIso<'a> {
     pub root: &'a Path,
     pub cmdline: &'a Cmdline,
+    pub label: Option<&'a str>,
 }
 
 impl MountedIso<'_> {
@@ -60,6 +61,9 @@ impl Lookup for MountedIso<'_> {
             .find_map(|l| l.trim().strip_prefix(var)?.strip_prefix('='))
             .map(|v| v.trim_matches(['"', '\'']).to_string())
     }
+    fn label(&self) -> Option<String> {
+        self.label.map(String::from)
+    }
 }
 
 /// Picks the forced or the first matching profile and resolves its layers.
@@ -83,23 +87,21 @@ pub fn choose(profiles: &[Profile], forced: Option<&str>, iso: &MountedIso) -> R
             }
         };
     }
-    let mut tried = Vec::new();
-    for p in profiles {
-        if !p.detected(iso) {
-            tried.push(format!("{} (needs {})", p.name, p.detect.join(", ")));
-            continue;
-        }
-        match p.layers(iso).map_err(|e| anyhow!("profile {}: {e}", p.name))? {
-            Some(layers) => return resolve(p, layers),
-            None => tried.push(format!("{} (no root image in {})", p.name, p.dir)),
-        }
+    match isoroot_profiles::find(profiles, iso).map_err(|e| anyhow!(e))? {
+        Match::Found(p, layers) => resolve(p, layers),
+        Match::Unsupported(p) => bail!(
+            "this ISO looks like {} (profile {}): {}",
+            p.description,
+            p.name,
+            p.unsupported.as_deref().unwrap_or_default()
+        ),
+        Match::Nothing(tried) => bail!(
+            "no profile matches this ISO\nits top level holds: {}\nprofiles tried: {}\n\
+             force one with iso.profile=NAME, or add a profile to the initramfs (profiles/README.md)",
+            paths::sample(&iso.top_level()),
+            tried.join("; ")
+        ),
     }
-    bail!(
-        "no profile matches this ISO\nits top level holds: {}\nprofiles tried: {}\n\
-         force one with iso.profile=NAME, or add a profile to the initramfs (profiles/README.md)",
-        paths::sample(&iso.top_level()),
-        tried.join("; ")
-    )
 }
 
 /// The overlay's writable layer.
@@ -122,51 +124,99 @@ fn escape(p: &Path) -> String {
     s
 }
 
-/// Mounts each root image read-only, a tmpfs for the writable layer, the overlay on
-/// [`NEWROOT`], and moves the medium where the profile exposes it.
+/// Attaches a root image to a loop device: at its offset on the ISO's device when it is
+/// one run of sectors there, else on the file. Returns the device and the image's type.
+fn attach_image(sys: &mut dyn Sys, file: &Path, iso_dev: Option<&Path>) -> Result<(PathBuf, FsKind)> {
+    let kind = sys
+        .probe(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .map(|f| f.kind)
+        .filter(|k| matches!(k, FsKind::Squashfs | FsKind::Erofs | FsKind::Ext4))
+        .ok_or_else(|| anyhow!("{} is not a squashfs, EROFS or ext4 image", file.display()))?;
+    // A root image inside the ISO is one run of sectors: read it straight from the ISO's
+    // device rather than through a second loop on a file in isofs.
+    let on_device = iso_dev.and_then(|dev| sys.window_on_device(file).ok().flatten().map(|w| (dev, w)));
+    let (backing, window) = on_device.unwrap_or((file, Window::default()));
+    let dev = sys
+        .attach_loop(backing, window)
+        .with_context(|| format!("attaching {} to a loop device", file.display()))?;
+    Ok((dev, kind))
+}
+
+fn mount_image(sys: &mut dyn Sys, file: &Path, dev: &Path, kind: FsKind, target: &Path) -> Result<()> {
+    sys.mkdir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    // An ext4/ext3 root image is read-only here: never replay its journal.
+    let data = if kind == FsKind::Ext4 { "noload" } else { "" };
+    sys.mount(&dev.to_string_lossy(), target, kind.name(), MsFlags::MS_RDONLY, data).with_context(|| {
+        format!(
+            "mounting {} ({}, {}) on {}; is the image corrupt?",
+            file.display(),
+            kind.name(),
+            dev.display(),
+            target.display()
+        )
+    })
+}
+
+/// Mounts each root image read-only (or the image nested in it), a tmpfs for the writable
+/// layer, the overlay on [`NEWROOT`] (or, for a tmpfs root, where the profile puts it), and
+/// moves the medium where the profile exposes it.
 pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, iso_dev: &Path, upper_layer: &Upper) -> Result<()> {
     let p = &plan.profile;
+    let newroot = Path::new(NEWROOT);
+    sys.mkdir_all(newroot).context("creating /newroot")?;
+    let tmpfs_root = p.overlay_on != "/";
+    if tmpfs_root {
+        sys.mount("tmpfs", newroot, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=0755")
+            .context("mounting the tmpfs root on /newroot")?;
+    }
+    // Paths under /run move into the new root with /run; others are made inside it.
+    let place = |path: &str| -> PathBuf {
+        if path.starts_with("/run/") {
+            PathBuf::from(path)
+        } else {
+            newroot.join(path.trim_start_matches('/'))
+        }
+    };
     let mut lower = Vec::new();
     for file in &plan.layers {
-        let kind = sys
-            .probe(file)
-            .with_context(|| format!("reading {}", file.display()))?
-            .map(|f| f.kind)
-            .filter(|k| matches!(k, FsKind::Squashfs | FsKind::Erofs | FsKind::Ext4))
-            .ok_or_else(|| anyhow!("{} is not a squashfs, EROFS or ext4 image", file.display()))?;
-        // A root image inside the ISO is one run of sectors: read it straight from the
-        // ISO's device rather than through a second loop on a file in isofs.
-        let (backing, window) = match sys.window_on_device(file) {
-            Ok(Some(w)) => (iso_dev, w),
-            Ok(None) | Err(_) => (file.as_path(), Window::default()),
-        };
-        let dev = sys
-            .attach_loop(backing, window)
-            .with_context(|| format!("attaching {} to a loop device", file.display()))?;
-        let name = file.file_name().map(PathBuf::from).unwrap_or_else(|| "root".into());
-        let target = Path::new(&p.layers_at).join(name);
-        sys.mkdir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-        sys.mount(&dev.to_string_lossy(), &target, kind.name(), MsFlags::MS_RDONLY, "").with_context(
-            || {
-                format!(
-                    "mounting {} ({}, {}) on {}; is the image corrupt?",
-                    file.display(),
-                    kind.name(),
-                    dev.display(),
-                    target.display()
-                )
-            },
-        )?;
+        let name =
+            file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+        let (dev, kind) = attach_image(sys, file, Some(iso_dev))?;
+        let target = place(&p.layer_mount(&name));
+        if p.nested.is_empty() {
+            mount_image(sys, file, &dev, kind, &target)?;
+            lower.push(target);
+            continue;
+        }
+        let outer = place(&p.outer_mount(&name));
+        mount_image(sys, file, &dev, kind, &outer)?;
+        let nested = p.nested.iter().find_map(|n| {
+            let f = paths::resolve_in(&outer, n).unwrap_or_else(|_| outer.join(n.trim_start_matches('/')));
+            matches!(sys.probe(&f), Ok(Some(_))).then_some(f)
+        });
+        match nested {
+            Some(inner) => {
+                crate::debug!("{} holds the root image {}", file.display(), inner.display());
+                let (dev, kind) = attach_image(sys, &inner, None)?;
+                mount_image(sys, &inner, &dev, kind, &target)?;
+            }
+            None => {
+                sys.mkdir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+                sys.move_mount(&outer, &target)
+                    .with_context(|| format!("moving {} to {}", outer.display(), target.display()))?;
+            }
+        }
         lower.push(target);
     }
-    let upper = Path::new(&p.overlay_at);
-    sys.mkdir_all(upper).with_context(|| format!("creating {}", upper.display()))?;
+    let upper = place(&p.overlay_at);
+    sys.mkdir_all(&upper).with_context(|| format!("creating {}", upper.display()))?;
     match upper_layer {
         Upper::Tmpfs(size) => {
             let size = size.as_ref().map(|s| format!(",size={s}")).unwrap_or_default();
             sys.mount(
                 "tmpfs",
-                upper,
+                &upper,
                 "tmpfs",
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 &format!("mode=0755{size}"),
@@ -174,7 +224,7 @@ pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, iso_dev: &Path, upper_layer: &
             .with_context(|| format!("mounting the tmpfs for the overlay on {}", upper.display()))?
         }
         Upper::Ext4(dev) => sys
-            .mount(&dev.to_string_lossy(), upper, "ext4", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "")
+            .mount(&dev.to_string_lossy(), &upper, "ext4", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "")
             .with_context(|| {
                 format!("mounting the persistence image {} on {}", dev.display(), upper.display())
             })?,
@@ -186,17 +236,14 @@ pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, iso_dev: &Path, upper_layer: &
     // overlayfs stacks lowerdir left over right: the top layer comes first.
     let lowerdir: Vec<String> = lower.iter().rev().map(|l| escape(l)).collect();
     let data = format!("lowerdir={},upperdir={},workdir={}", lowerdir.join(":"), escape(&rw), escape(&work));
-    let newroot = Path::new(NEWROOT);
-    sys.mkdir_all(newroot).context("creating /newroot")?;
-    sys.mount("overlay", newroot, "overlay", MsFlags::empty(), &data)
-        .with_context(|| format!("mounting the overlay ({data}) on {NEWROOT}"))?;
+    let on = if tmpfs_root { place(&p.overlay_on) } else { newroot.to_path_buf() };
+    if tmpfs_root {
+        sys.mkdir_all(&on).with_context(|| format!("creating {}", on.display()))?;
+    }
+    sys.mount("overlay", &on, "overlay", MsFlags::empty(), &data)
+        .with_context(|| format!("mounting the overlay ({data}) on {}", on.display()))?;
     if p.medium != MEDIUM {
-        // Paths under /run move into the new root with /run; others are made inside it.
-        let target = if p.medium.starts_with("/run/") {
-            PathBuf::from(&p.medium)
-        } else {
-            newroot.join(p.medium.trim_start_matches('/'))
-        };
+        let target = place(&p.medium);
         sys.mkdir_all(&target).with_context(|| format!("creating {}", target.display()))?;
         sys.move_mount(Path::new(MEDIUM), &target)
             .with_context(|| format!("moving the medium to {}", target.display()))?;
@@ -224,6 +271,7 @@ mod tests {
         assert_eq!(
             sys.calls,
             [
+                "mkdir /newroot",
                 "loop /dev/loop0 /dev/mapper/debian 1048576+4096",
                 "mkdir /run/live/rootfs/filesystem.squashfs",
                 "mount /dev/loop0 /run/live/rootfs/filesystem.squashfs squashfs ro",
@@ -231,7 +279,6 @@ mod tests {
                 "mount tmpfs /run/live/overlay tmpfs mode=0755",
                 "mkdir /run/live/overlay/rw",
                 "mkdir /run/live/overlay/work",
-                "mkdir /newroot",
                 "mount overlay /newroot overlay lowerdir=/run/live/rootfs/filesystem.squashfs,upperdir=/run/live/overlay/rw,workdir=/run/live/overlay/work",
                 "mkdir /run/live/medium",
                 "move /run/isoroot/medium /run/live/medium",
@@ -273,7 +320,7 @@ mod tests {
         )
         .unwrap();
         // Not contiguous: the loop is on the file.
-        assert_eq!(sys.calls[0], "loop /dev/loop0 /run/isoroot/medium/zisofs/a:b,c.squashfs 0+0");
+        assert_eq!(sys.calls[1], "loop /dev/loop0 /run/isoroot/medium/zisofs/a:b,c.squashfs 0+0");
         assert!(sys
             .calls
             .contains(&"mount /dev/mapper/isoroot-persist /run/isoroot/overlay ext4".to_string()));
@@ -283,13 +330,58 @@ mod tests {
     }
 
     #[test]
+    fn nixos_has_a_tmpfs_root_with_the_store_overlay_inside() {
+        let plan =
+            Plan { profile: builtin("nixos"), layers: vec!["/run/isoroot/medium/nix-store.squashfs".into()] };
+        let mut sys = Recorder::default();
+        mount_root(&mut sys, &plan, Path::new("/dev/mapper/nixos"), &Upper::Tmpfs(None)).unwrap();
+        let want = [
+            "mount tmpfs /newroot tmpfs mode=0755",
+            "mount /dev/loop0 /newroot/nix/.ro-store squashfs ro",
+            "mount tmpfs /newroot/nix/.rw-store tmpfs mode=0755",
+            "mount overlay /newroot/nix/store overlay lowerdir=/newroot/nix/.ro-store,upperdir=/newroot/nix/.rw-store/rw,workdir=/newroot/nix/.rw-store/work",
+            "move /run/isoroot/medium /newroot/iso",
+        ];
+        let mounts: Vec<&String> =
+            sys.calls.iter().filter(|c| c.starts_with("mount") || c.starts_with("move")).collect();
+        assert_eq!(mounts, want);
+    }
+
+    #[test]
+    fn liveos_mounts_the_nested_image_or_moves_the_outer_one() {
+        let plan = Plan {
+            profile: builtin("fedora-liveos"),
+            layers: vec!["/run/isoroot/medium/LiveOS/squashfs.img".into()],
+        };
+        let mut sys = Recorder::default();
+        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), &Upper::Tmpfs(None)).unwrap();
+        let nested = [
+            "mount /dev/loop0 /run/initramfs/squashfs squashfs ro",
+            "loop /dev/loop1 /run/initramfs/squashfs/LiveOS/rootfs.img 0+0",
+            "mkdir /run/rootfsbase",
+            "mount /dev/loop1 /run/rootfsbase ext4 ro noload",
+        ];
+        let at = sys.calls.iter().position(|c| c == nested[0]).unwrap();
+        assert_eq!(sys.calls[at..at + 4], nested);
+        let mut sys = Recorder { absent: vec!["LiveOS/rootfs.img"], ..Recorder::default() };
+        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), &Upper::Tmpfs(None)).unwrap();
+        assert!(sys.calls.contains(&"mount /dev/loop0 /run/initramfs/squashfs squashfs ro".to_string()));
+        assert!(sys.calls.contains(&"move /run/initramfs/squashfs /run/rootfsbase".to_string()));
+        assert!(sys
+            .calls
+            .iter()
+            .any(|c| c.starts_with("mount overlay /newroot overlay lowerdir=/run/rootfsbase,")));
+        assert_eq!(sys.calls.last().unwrap(), "move /run/isoroot/medium /run/initramfs/live");
+    }
+
+    #[test]
     fn choose_reports_what_the_iso_holds() {
         let dir = std::env::temp_dir().join(format!("isoroot-choose-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("boot")).unwrap();
         std::fs::write(dir.join("README"), b"").unwrap();
         let cmdline = crate::cmdline::parse("").unwrap();
-        let iso = MountedIso { root: &dir, cmdline: &cmdline };
+        let iso = MountedIso { root: &dir, cmdline: &cmdline, label: None };
         let e = choose(&crate::profile::builtin(), None, &iso).unwrap_err().to_string();
         assert!(e.contains("its top level holds: README, boot/"), "{e}");
         assert!(e.contains("debian-live (needs /live)"), "{e}");
@@ -298,8 +390,11 @@ mod tests {
         let plan = choose(&crate::profile::builtin(), None, &iso).unwrap();
         assert_eq!(plan.profile.name, "debian-live");
         assert_eq!(plan.layers, [dir.join("live/filesystem.squashfs")]);
-        let e = choose(&crate::profile::builtin(), Some("nixos"), &iso).unwrap_err().to_string();
-        assert!(e.starts_with("iso.profile=nixos: no such profile; known: debian-live"), "{e}");
+        let e = choose(&crate::profile::builtin(), Some("nope"), &iso).unwrap_err().to_string();
+        assert!(
+            e.starts_with("iso.profile=nope: no such profile; known: alpine, archiso, debian-live"),
+            "{e}"
+        );
         let forced = choose(&crate::profile::builtin(), Some("generic"), &iso).unwrap();
         assert_eq!(forced.profile.name, "generic");
         std::fs::remove_dir_all(&dir).unwrap();

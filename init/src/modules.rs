@@ -179,7 +179,7 @@ impl Modules {
         }
         match insert(&self.dir.join(&path)) {
             Ok(()) => {
-                crate::debug!("loaded module {name}");
+                crate::debug!("loaded module {name} from {path}");
                 true
             }
             Err(e) => {
@@ -230,21 +230,76 @@ impl Modules {
     }
 }
 
+/// How a module file is compressed, by its name, as kmod decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    Xz,
+    Zstd,
+    Gzip,
+}
+
+impl Compression {
+    fn of(name: &str) -> Option<Compression> {
+        [(".ko.xz", Compression::Xz), (".ko.zst", Compression::Zstd), (".ko.gz", Compression::Gzip)]
+            .into_iter()
+            .find_map(|(ext, c)| name.ends_with(ext).then_some(c))
+    }
+
+    /// The name in /sys/module/compression, where a kernel with CONFIG_MODULE_DECOMPRESS
+    /// says which format it decompresses itself.
+    fn kernel_name(self) -> &'static str {
+        match self {
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+        }
+    }
+
+    fn decompress(self, data: &[u8]) -> Result<Vec<u8>, String> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        match self {
+            Compression::Xz => lzma_rs::xz_decompress(&mut &data[..], &mut out).map_err(|e| e.to_string())?,
+            Compression::Zstd => {
+                let mut d = ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| e.to_string())?;
+                d.read_to_end(&mut out).map_err(|e| e.to_string())?;
+            }
+            Compression::Gzip => {
+                flate2::read::GzDecoder::new(data).read_to_end(&mut out).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn insert(path: &Path) -> Result<(), String> {
     let name = path.to_string_lossy();
-    if [".ko.xz", ".ko.zst", ".ko.gz"].iter().any(|ext| name.ends_with(ext)) {
-        return Err(format!("{name} is compressed; this isoroot build loads uncompressed modules only"));
-    }
     let file = fs::File::open(path).map_err(|e| format!("opening {name}: {e}"))?;
     const NO_PARAMS: &CStr = c"";
-    match nix::kmod::finit_module(&file, NO_PARAMS, nix::kmod::ModuleInitFlags::empty()) {
+    let result = match Compression::of(&name) {
+        None => nix::kmod::finit_module(&file, NO_PARAMS, nix::kmod::ModuleInitFlags::empty()),
+        Some(c)
+            if fs::read_to_string("/sys/module/compression").is_ok_and(|k| k.trim() == c.kernel_name()) =>
+        {
+            // MODULE_INIT_COMPRESSED_FILE (linux/module.h), which nix does not name.
+            let flags = nix::kmod::ModuleInitFlags::from_bits_retain(4);
+            nix::kmod::finit_module(&file, NO_PARAMS, flags)
+        }
+        Some(c) => {
+            // This kernel cannot decompress modules (Debian 12's cannot): do it here.
+            let data = fs::read(path).map_err(|e| format!("reading {name}: {e}"))?;
+            let image = c.decompress(&data).map_err(|e| format!("decompressing {name}: {e}"))?;
+            nix::kmod::init_module(&image, NO_PARAMS)
+        }
+    };
+    match result {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         // The driver has nothing to drive (crc32c-intel on a CPU without SSE 4.2): no error.
         Err(nix::errno::Errno::ENODEV) => {
             crate::debug!("{name}: no device for it");
             Ok(())
         }
-        Err(e) => Err(format!("finit_module({name}): {e}")),
+        Err(e) => Err(format!("loading {name}: {e}")),
     }
 }
 
@@ -270,6 +325,23 @@ mod tests {
         for (p, t, want) in cases {
             assert_eq!(glob(p.as_bytes(), t.as_bytes()), want, "{p} ~ {t}");
         }
+    }
+
+    #[test]
+    fn compressed_modules_are_recognised_and_decompressed() {
+        use std::io::Write;
+        assert_eq!(Compression::of("kernel/fs/ext4/ext4.ko"), None);
+        assert_eq!(Compression::of("a.ko.zst"), Some(Compression::Zstd));
+        let module = b"\x7fELF a module".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&module).unwrap();
+        assert_eq!(Compression::Gzip.decompress(&gz.finish().unwrap()).unwrap(), module);
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &module[..], &mut xz).unwrap();
+        assert_eq!(Compression::Xz.decompress(&xz).unwrap(), module);
+        let zst = ruzstd::encoding::compress_to_vec(&module[..], ruzstd::encoding::CompressionLevel::Fastest);
+        assert_eq!(Compression::Zstd.decompress(&zst).unwrap(), module);
+        assert!(Compression::Zstd.decompress(b"not zstd").is_err());
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub mod recording {
     pub struct Recorder {
         pub calls: Vec<String>,
         pub loops: usize,
+        /// Files that do not exist (by path suffix); every other file probes as an image.
+        pub absent: Vec<&'static str>,
     }
 
     impl Sys for Recorder {
@@ -211,8 +213,15 @@ pub mod recording {
             Ok((!split).then_some(Window { offset: 1 << 20, size: 4096 }))
         }
         fn probe(&mut self, path: &Path) -> io::Result<Option<FsInfo>> {
-            let kind =
-                if path.to_string_lossy().ends_with(".erofs") { FsKind::Erofs } else { FsKind::Squashfs };
+            let path = path.to_string_lossy();
+            if self.absent.iter().any(|a| path.ends_with(a)) {
+                return Err(io::ErrorKind::NotFound.into());
+            }
+            let kind = match path.rsplit('.').next() {
+                Some("erofs") => FsKind::Erofs,
+                Some("img") if path.contains("/LiveOS/") && !path.ends_with("squashfs.img") => FsKind::Ext4,
+                _ => FsKind::Squashfs,
+            };
             Ok(Some(FsInfo { kind, uuid: None, label: None, needs_recovery: false }))
         }
     }

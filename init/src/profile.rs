@@ -42,9 +42,10 @@ mod tests {
     #[test]
     fn the_builtin_profiles_parse() {
         let names: Vec<String> = super::builtin().into_iter().map(|p| p.name).collect();
-        assert_eq!(names, ["debian-live", "generic", "ubuntu-casper"]);
+        assert!(names.len() >= 13, "{names:?}");
         let merged: Vec<String> =
             isoroot_profiles::merge(super::builtin()).into_iter().map(|p| p.name).collect();
-        assert_eq!(merged, ["debian-live", "ubuntu-casper", "generic"]);
+        assert_eq!(merged.first().map(String::as_str), Some("tails"));
+        assert_eq!(merged.last().map(String::as_str), Some("generic"));
     }
 }

@@ -3,6 +3,7 @@
 use crate::cpio::Archive;
 use crate::kmods;
 use anyhow::{bail, Context, Result};
+use isoroot_init::modules::LOAD_LIST;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,7 +64,7 @@ fn add_modules(a: &mut Archive, o: &Options) -> Result<()> {
     a.file(&format!("{base}/modules.builtin"), builtin, 0o644);
     let mut load = set.load.join("\n");
     load.push('\n');
-    a.file("etc/isoroot/modules.load", load.into_bytes(), 0o644);
+    a.file(LOAD_LIST.trim_start_matches('/'), load.into_bytes(), 0o644);
     eprintln!("isoroot: {} modules for {}, {} loaded at every boot", set.files.len(), o.kver, set.load.len());
     Ok(())
 }
@@ -92,21 +93,25 @@ pub fn build(o: &Options) -> Result<()> {
     }
     a.char_dev("dev/console", 5, 1, 0o600);
     a.file("isoroot/init", read(&o.init)?, 0o755);
-    a.file(
-        "etc/initrd-release",
-        format!("NAME=isoroot\nID=isoroot\nVERSION_ID={}\n", env!("CARGO_PKG_VERSION")).into_bytes(),
-        0o644,
-    );
     for path in &o.profiles {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let p = isoroot_profiles::from_yaml(&text).with_context(|| format!("profile {}", path.display()))?;
         let compact = isoroot_profiles::to_compact(std::slice::from_ref(&p));
         a.file(&format!("etc/isoroot/profiles/{}.profile", p.name), compact.into_bytes(), 0o644);
     }
-    if !o.no_modules {
-        // Standalone: isoroot is the initramfs' /init. Appended to a distro's initrd it
-        // must not replace the distro's /init; boot entries use rdinit=/isoroot/init.
+    if o.no_modules {
+        // Appended to a distro's initrd, whose module tree and modules.dep the init uses:
+        // only the names to load at every boot. The distro's /init and /etc/initrd-release
+        // stay as they are; boot entries use rdinit=/isoroot/init.
+        let load: String = kmods::ALWAYS.iter().map(|m| format!("{m}\n")).collect();
+        a.file(LOAD_LIST.trim_start_matches('/'), load.into_bytes(), 0o644);
+    } else {
         a.symlink("init", "isoroot/init");
+        a.file(
+            "etc/initrd-release",
+            format!("NAME=isoroot\nID=isoroot\nVERSION_ID={}\n", env!("CARGO_PKG_VERSION")).into_bytes(),
+            0o644,
+        );
         add_modules(&mut a, o)?;
     }
     if let Some(sh) = &o.rescue_shell {

@@ -3,7 +3,11 @@
 mod cpio;
 mod extents;
 mod initramfs;
+mod inspect;
+mod isofs;
 mod kmods;
+mod pathwalk;
+mod squashfs;
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
@@ -64,6 +68,17 @@ enum Cmd {
         device: Option<PathBuf>,
         file: PathBuf,
     },
+    /// Say what isoroot makes of an ISO (profile, distro, kernel, root images), read without
+    /// mounting it.
+    Inspect {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// A profile (YAML) to add; it overrides a built-in one of the same name.
+        #[arg(long = "profile", value_name = "FILE")]
+        profiles: Vec<PathBuf>,
+        iso: PathBuf,
+    },
 }
 
 fn running_kernel() -> Result<String> {
@@ -107,5 +122,14 @@ fn main() -> Result<()> {
             })
         }
         Cmd::Extents { cpio, device, file } => extents::run(&file, device.as_deref(), cpio.as_deref()),
+        Cmd::Inspect { json, profiles, iso } => {
+            let report = inspect::inspect(&iso, &inspect::profiles(&profiles)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(())
+        }
     }
 }

@@ -2,38 +2,51 @@
 //! Every field is spelled out (defaults were applied when the YAML was read), so the
 //! reader has no defaults of its own.
 
-use crate::{Profile, ProfileError, Select};
+use crate::{Layer, Profile, ProfileError, Select, Strategy};
 use std::fmt::Write;
 
 pub fn to_compact(profiles: &[Profile]) -> String {
     let mut s = String::new();
+    // Writing to a String cannot fail.
+    let mut line = |key: &str, value: &str| {
+        let _ = writeln!(s, "{key} {value}");
+    };
     for p in profiles {
-        // Writing to a String cannot fail.
-        let _ = writeln!(s, "profile {}", p.name);
-        let _ = writeln!(s, "description {}", p.description);
-        let _ = writeln!(s, "priority {}", p.priority);
-        for d in &p.detect {
-            let _ = writeln!(s, "detect {d}");
-        }
-        let _ = writeln!(s, "dir {}", p.dir);
+        line("profile", &p.name);
+        line("description", &p.description);
+        line("priority", &p.priority.to_string());
+        p.detect.iter().for_each(|d| line("detect", d));
+        p.label.iter().for_each(|l| line("label", l));
+        p.unsupported.iter().for_each(|u| line("unsupported", u));
+        line("strategy", p.strategy.name());
+        line("cmdline", &p.cmdline);
+        p.kernel.iter().for_each(|k| line("kernel", k));
+        p.initrd.iter().for_each(|i| line("initrd", i));
+        line("dir", &p.dir);
         for rule in &p.select {
-            let _ = match rule {
-                Select::CmdlineChain(k) => writeln!(s, "select cmdline-chain {k}"),
-                Select::InitrdChain { file, var } => {
-                    writeln!(s, "select initrd-chain {var} {file}")
+            let value = match rule {
+                Select::CmdlineChain(k) => format!("cmdline-chain {k}"),
+                Select::InitrdChain { file, var } => format!("initrd-chain {var} {file}"),
+                Select::Chain(n) => format!("chain {n}"),
+                Select::File(n) => format!("file {n}"),
+                Select::Glob(g) => format!("glob {g}"),
+                Select::Stack(layers) => {
+                    let names: Vec<String> = layers.iter().map(Layer::to_string).collect();
+                    format!("stack {}", names.join(" "))
                 }
-                Select::Chain(n) => writeln!(s, "select chain {n}"),
-                Select::File(n) => writeln!(s, "select file {n}"),
-                Select::Glob(g) => writeln!(s, "select glob {g}"),
             };
+            line("select", &value);
         }
-        let _ = writeln!(s, "medium {}", p.medium);
-        let _ = writeln!(s, "layers-at {}", p.layers_at);
-        let _ = writeln!(s, "overlay-at {}", p.overlay_at);
-        let _ = writeln!(s, "init {}", p.init);
-        s.push_str("end\n");
+        p.nested.iter().for_each(|n| line("nested", n));
+        line("outer-at", &p.outer_at);
+        line("medium", &p.medium);
+        line("layers-at", &p.layers_at);
+        line("overlay-at", &p.overlay_at);
+        line("overlay-on", &p.overlay_on);
+        p.init.iter().for_each(|i| line("init", i));
+        line("end", "");
     }
-    s
+    s.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }
 
 #[derive(Default)]
@@ -42,14 +55,25 @@ struct Partial {
     description: Option<String>,
     priority: Option<u32>,
     detect: Vec<String>,
+    label: Option<String>,
+    unsupported: Option<String>,
+    strategy: Option<Strategy>,
+    cmdline: Option<String>,
+    kernel: Vec<String>,
+    initrd: Vec<String>,
     dir: Option<String>,
     select: Vec<Select>,
+    nested: Vec<String>,
+    outer_at: Option<String>,
     medium: Option<String>,
     layers_at: Option<String>,
     overlay_at: Option<String>,
+    overlay_on: Option<String>,
     init: Option<String>,
 }
 
+/// Reads the compact form. `label`, `unsupported` and `init` are absent when unset; every
+/// other field must be there.
 pub fn parse_compact(text: &str) -> Result<Vec<Profile>, ProfileError> {
     let mut out = Vec::new();
     let mut cur: Option<Partial> = None;
@@ -73,13 +97,25 @@ pub fn parse_compact(text: &str) -> Result<Vec<Profile>, ProfileError> {
             "description" => p.description = Some(v),
             "priority" => p.priority = Some(v.parse().map_err(|_| err(format!("bad priority {v:?}")))?),
             "detect" => p.detect.push(v),
+            "label" => p.label = Some(v),
+            "unsupported" => p.unsupported = Some(v),
+            "strategy" => {
+                p.strategy =
+                    Some(Strategy::parse(value).ok_or_else(|| err(format!("unknown strategy {v:?}")))?)
+            }
+            "cmdline" => p.cmdline = Some(v),
+            "kernel" => p.kernel.push(v),
+            "initrd" => p.initrd.push(v),
             "dir" => p.dir = Some(v),
             "select" => p
                 .select
                 .push(parse_select(value).ok_or_else(|| err(format!("unknown image rule {value:?}")))?),
+            "nested" => p.nested.push(v),
+            "outer-at" => p.outer_at = Some(v),
             "medium" => p.medium = Some(v),
             "layers-at" => p.layers_at = Some(v),
             "overlay-at" => p.overlay_at = Some(v),
+            "overlay-on" => p.overlay_on = Some(v),
             "init" => p.init = Some(v),
             "end" => {
                 let p = cur.take().expect("inside a profile");
@@ -87,14 +123,23 @@ pub fn parse_compact(text: &str) -> Result<Vec<Profile>, ProfileError> {
                 let profile = Profile {
                     description: p.description.ok_or_else(|| missing("description"))?,
                     priority: p.priority.ok_or_else(|| missing("priority"))?,
+                    strategy: p.strategy.ok_or_else(|| missing("strategy"))?,
+                    cmdline: p.cmdline.ok_or_else(|| missing("cmdline"))?,
                     dir: p.dir.ok_or_else(|| missing("dir"))?,
+                    outer_at: p.outer_at.ok_or_else(|| missing("outer-at"))?,
                     medium: p.medium.ok_or_else(|| missing("medium"))?,
                     layers_at: p.layers_at.ok_or_else(|| missing("layers-at"))?,
                     overlay_at: p.overlay_at.ok_or_else(|| missing("overlay-at"))?,
-                    init: p.init.ok_or_else(|| missing("init"))?,
+                    overlay_on: p.overlay_on.ok_or_else(|| missing("overlay-on"))?,
                     name: p.name,
                     detect: p.detect,
+                    label: p.label,
+                    unsupported: p.unsupported,
+                    kernel: p.kernel,
+                    initrd: p.initrd,
                     select: p.select,
+                    nested: p.nested,
+                    init: p.init,
                 };
                 profile.validate()?;
                 out.push(profile);
@@ -122,6 +167,7 @@ fn parse_select(value: &str) -> Option<Select> {
         "chain" => Select::Chain(arg.into()),
         "file" => Select::File(arg.into()),
         "glob" => Select::Glob(arg.into()),
+        "stack" => Select::Stack(arg.split(' ').map(Layer::parse).collect()),
         _ => return None,
     })
 }
@@ -136,6 +182,11 @@ mod tests {
         let mut other = sample();
         other.name = "other".into();
         other.detect.clear();
+        other.label = Some("VOID_*".into());
+        other.unsupported = Some("use Alpine's own initramfs".into());
+        other.strategy = Strategy::Handoff;
+        other.cmdline.clear();
+        other.init = None;
         let text = to_compact(&[sample(), other.clone()]);
         assert_eq!(parse_compact(&text).unwrap(), vec![sample(), other]);
     }

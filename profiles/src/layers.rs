@@ -12,6 +12,8 @@ pub trait Lookup {
     fn cmdline(&self, key: &str) -> Option<String>;
     /// `VAR=value` from a shell-style file in the initramfs.
     fn initrd_var(&self, file: &str, var: &str) -> Option<String>;
+    /// The ISO's volume label.
+    fn label(&self) -> Option<String>;
 }
 
 /// casper's layer chain: the lower layers are named by stripping the top layer's stem one
@@ -31,7 +33,8 @@ pub fn chain(top: &str) -> Vec<String> {
     out
 }
 
-fn glob_match(pattern: &str, name: &str) -> bool {
+/// Whether `name` matches a pattern with at most one `*`.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         Some((pre, suf)) => {
             name.len() >= pre.len() + suf.len() && name.starts_with(pre) && name.ends_with(suf)
@@ -40,10 +43,45 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// What [`find`] found for an ISO.
+pub enum Match<'p> {
+    /// This profile, and its root images (absolute paths in the ISO, bottom layer first).
+    Found(&'p Profile, Vec<String>),
+    /// The ISO is of a family that cannot boot through isoroot.
+    Unsupported(&'p Profile),
+    /// Nothing matched; why each profile did not, for the message.
+    Nothing(Vec<String>),
+}
+
+/// The first profile (in the order given) that detects the ISO and finds its root images.
+pub fn find<'p>(profiles: &'p [Profile], iso: &dyn Lookup) -> Result<Match<'p>, String> {
+    let mut tried = Vec::new();
+    for p in profiles {
+        if !p.detected(iso) {
+            let label = p.label.as_ref().map(|l| format!(" and label {l}")).unwrap_or_default();
+            tried.push(format!("{} (needs {}{label})", p.name, p.detect.join(", ")));
+            continue;
+        }
+        if p.unsupported.is_some() {
+            return Ok(Match::Unsupported(p));
+        }
+        match p.layers(iso).map_err(|e| format!("profile {}: {e}", p.name))? {
+            Some(layers) => return Ok(Match::Found(p, layers)),
+            None => tried.push(format!("{} (no root image in {})", p.name, p.dir)),
+        }
+    }
+    Ok(Match::Nothing(tried))
+}
+
 impl Profile {
-    /// Whether every detection path exists in the ISO.
+    /// Whether every detection path (or one of its `|` alternatives) exists in the ISO and
+    /// the label, if the profile names one, matches.
     pub fn detected(&self, iso: &dyn Lookup) -> bool {
-        self.detect.iter().all(|p| iso.exists(p))
+        let label_ok = match &self.label {
+            Some(pattern) => iso.label().is_some_and(|l| glob_match(pattern, &l)),
+            None => true,
+        };
+        label_ok && self.detect.iter().all(|d| d.split('|').any(|p| iso.exists(p)))
     }
 
     fn in_dir(&self, name: &str) -> String {
@@ -82,6 +120,15 @@ impl Profile {
                     names.sort();
                     return Ok(Some(names.iter().map(|n| self.in_dir(n)).collect()));
                 }
+                Select::Stack(layers) => {
+                    let present: Vec<(String, bool)> =
+                        layers.iter().map(|l| (self.in_dir(&l.name), l.optional)).collect();
+                    if present.iter().any(|(p, optional)| !optional && !iso.exists(p)) {
+                        continue;
+                    }
+                    let found = present.into_iter().filter(|(p, _)| iso.exists(p)).map(|(p, _)| p);
+                    return Ok(Some(found.collect()));
+                }
             };
             let top = top.rsplit('/').next().unwrap_or(&top).to_string();
             let layers: Vec<String> = chain(&top).iter().map(|n| self.in_dir(n)).collect();
@@ -97,7 +144,7 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample;
+    use crate::{sample, Layer};
     use std::collections::HashMap;
 
     #[derive(Default)]
@@ -105,6 +152,7 @@ mod tests {
         files: Vec<&'static str>,
         cmdline: HashMap<&'static str, &'static str>,
         initrd: Option<&'static str>,
+        label: Option<&'static str>,
     }
 
     impl Lookup for Fake {
@@ -127,6 +175,9 @@ mod tests {
         }
         fn initrd_var(&self, _file: &str, _var: &str) -> Option<String> {
             self.initrd.map(String::from)
+        }
+        fn label(&self) -> Option<String> {
+            self.label.map(String::from)
         }
     }
 
@@ -221,9 +272,34 @@ mod tests {
     }
 
     #[test]
-    fn detection_needs_every_path() {
-        let p = Profile { detect: vec!["/live".into(), "/.disk/info".into()], ..sample() };
+    fn detection_needs_every_path_and_the_label() {
+        let p = Profile { detect: vec!["/live".into(), "/.disk/info|/.disk/id".into()], ..sample() };
         assert!(!p.detected(&Fake { files: vec!["/live/x"], ..Fake::default() }));
         assert!(p.detected(&Fake { files: vec!["/live/x", "/.disk/info"], ..Fake::default() }));
+        assert!(p.detected(&Fake { files: vec!["/live/x", "/.disk/id"], ..Fake::default() }));
+        let p = Profile { label: Some("VOID_*".into()), ..p };
+        assert!(!p.detected(&Fake { files: vec!["/live/x", "/.disk/id"], ..Fake::default() }));
+        let iso = Fake { files: vec!["/live/x", "/.disk/id"], label: Some("VOID_LIVE"), ..Fake::default() };
+        assert!(p.detected(&iso));
+    }
+
+    #[test]
+    fn a_stack_keeps_its_order_and_skips_optional_layers() {
+        let p = Profile {
+            dir: "/manjaro/x86_64".into(),
+            select: vec![Select::Stack(
+                ["rootfs.sfs", "desktopfs.sfs?", "mhwdfs.sfs?", "livefs.sfs?"].map(Layer::parse).to_vec(),
+            )],
+            ..sample()
+        };
+        let files =
+            vec!["/manjaro/x86_64/livefs.sfs", "/manjaro/x86_64/rootfs.sfs", "/manjaro/x86_64/desktopfs.sfs"];
+        let iso = Fake { files, ..Fake::default() };
+        assert_eq!(
+            p.layers(&iso).unwrap().unwrap(),
+            ["/manjaro/x86_64/rootfs.sfs", "/manjaro/x86_64/desktopfs.sfs", "/manjaro/x86_64/livefs.sfs"]
+        );
+        let iso = Fake { files: vec!["/manjaro/x86_64/livefs.sfs"], ..Fake::default() };
+        assert_eq!(p.layers(&iso).unwrap(), None, "rootfs.sfs is required");
     }
 }

@@ -11,7 +11,7 @@ mod layers;
 mod yaml;
 
 pub use compact::{parse_compact, to_compact};
-pub use layers::{chain, Lookup};
+pub use layers::{chain, find, glob_match, Lookup, Match};
 #[cfg(feature = "yaml")]
 pub use yaml::from_yaml;
 
@@ -23,20 +23,63 @@ pub struct Profile {
     /// Profiles are tried in ascending priority; the first whose detection paths exist and
     /// whose image rules find images wins.
     pub priority: u32,
-    /// Absolute paths inside the ISO that must all exist.
+    /// Absolute paths inside the ISO that must all exist; `a|b` is either.
     pub detect: Vec<String>,
+    /// A pattern with at most one `*` that the ISO's volume label must match.
+    pub label: Option<String>,
+    /// The family cannot boot this way: stop with this explanation when it is detected.
+    pub unsupported: Option<String>,
+    pub strategy: Strategy,
+    /// Kernel command line tokens the boot entry carries for this family (`boot=live`;
+    /// for handoff, the tokens that point the distro's initrd at `/dev/mapper/isoroot`).
+    pub cmdline: String,
+    /// Where the ISO keeps the kernel and the initrd (patterns with at most one `*`).
+    pub kernel: Vec<String>,
+    pub initrd: Vec<String>,
     /// Directory inside the ISO that holds the root images.
     pub dir: String,
     /// Image rules, tried in order; the first that finds images gives the layers.
     pub select: Vec<Select>,
+    /// Paths inside a root image that, when present, are the real root (an ext4 image in a
+    /// squashfs, as dracut's LiveOS layout has); the first one found is used.
+    pub nested: Vec<String>,
+    /// Where an image that holds a nested one is mounted; `{name}` is its file name.
+    pub outer_at: String,
     /// Where the ISO's filesystem is exposed in the booted system.
     pub medium: String,
-    /// Where each root image is mounted, in a directory named after the image file.
+    /// Where each root image is mounted; `{name}` is its file name (required when there
+    /// can be more than one layer).
     pub layers_at: String,
     /// The tmpfs that holds the overlay's `rw` and `work` directories.
     pub overlay_at: String,
-    /// The init to exec in the new root unless `init=` says otherwise.
-    pub init: String,
+    /// Where the overlay goes in the new root: `/`, or a directory (NixOS's `/nix/store`),
+    /// in which case the new root is a tmpfs.
+    pub overlay_on: String,
+    /// The init to exec in the new root unless `init=` says otherwise; `None`: `init=` is
+    /// required (NixOS names its generation's init there).
+    pub init: Option<String>,
+}
+
+/// How a profile boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// isoroot mounts the root and switches to it; the distro's initrd never runs.
+    SwitchRoot,
+    /// isoroot attaches the ISO as `/dev/mapper/isoroot` and execs the distro's own `/init`.
+    Handoff,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::SwitchRoot => "switch-root",
+            Strategy::Handoff => "handoff",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        [Strategy::SwitchRoot, Strategy::Handoff].into_iter().find(|k| k.name() == s)
+    }
 }
 
 /// A rule that names the root image(s) inside [`Profile::dir`].
@@ -53,6 +96,31 @@ pub enum Select {
     File(String),
     /// Every image matching a pattern with at most one `*`, in name order, last on top.
     Glob(String),
+    /// These images, bottom first; an optional one (`name?`) is skipped when absent, and
+    /// the rule finds nothing when a required one is absent (Manjaro's miso layers).
+    Stack(Vec<Layer>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub name: String,
+    pub optional: bool,
+}
+
+impl Layer {
+    /// `name` or `name?`.
+    pub fn parse(s: &str) -> Layer {
+        match s.strip_suffix('?') {
+            Some(name) => Layer { name: name.into(), optional: true },
+            None => Layer { name: s.into(), optional: false },
+        }
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.name, if self.optional { "?" } else { "" })
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,6 +134,10 @@ pub enum ProfileError {
     Yaml(String),
 }
 
+fn one_line(s: &str) -> bool {
+    !s.contains('\n')
+}
+
 impl Profile {
     /// Checks what the schema cannot express; every way of making a profile ends here.
     pub fn validate(&self) -> Result<(), ProfileError> {
@@ -75,36 +147,85 @@ impl Profile {
         if !name_ok {
             return bad("the name must be lowercase letters, digits and '-'".into());
         }
-        if self.select.is_empty() {
+        if self.select.is_empty() && self.unsupported.is_none() {
             return bad("`images.select` names no rule".into());
         }
-        let paths = self.detect.iter().chain([
-            &self.dir,
-            &self.medium,
-            &self.layers_at,
-            &self.overlay_at,
-            &self.init,
-        ]);
+        let detect = self.detect.iter().flat_map(|d| d.split('|'));
+        let paths = detect
+            .chain(self.kernel.iter().map(String::as_str))
+            .chain(self.initrd.iter().map(String::as_str))
+            .chain(
+                [
+                    &self.dir,
+                    &self.outer_at,
+                    &self.medium,
+                    &self.layers_at,
+                    &self.overlay_at,
+                    &self.overlay_on,
+                ]
+                .into_iter()
+                .chain(&self.init)
+                .map(String::as_str),
+            );
         for p in paths {
-            if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains('\n') {
+            if !p.starts_with('/') || p.split('/').any(|c| c == "..") || !one_line(p) {
                 return bad(format!("{p:?} must be an absolute path without '..'"));
             }
         }
+        if self.overlay_on == "/" {
+            let hidden = [&self.layers_at, &self.overlay_at, &self.outer_at]
+                .into_iter()
+                .find(|p| !p.starts_with("/run/"));
+            if let Some(p) = hidden {
+                return bad(format!("{p:?} must be under /run/ when the overlay is the root"));
+            }
+        }
+        let texts =
+            [&self.description, &self.cmdline].into_iter().chain(&self.label).chain(&self.unsupported);
+        if let Some(t) = texts.into_iter().find(|t| !one_line(t)) {
+            return bad(format!("{t:?} must be one line"));
+        }
+        let patterns = self.label.iter().chain(&self.kernel).chain(&self.initrd);
+        if let Some(p) = patterns.into_iter().find(|p| p.matches('*').count() > 1) {
+            return bad(format!("pattern {p:?} has more than one '*'"));
+        }
         for rule in &self.select {
-            let name = match rule {
-                Select::CmdlineChain(key) => key,
-                Select::InitrdChain { file, .. } => file,
-                Select::Chain(n) | Select::File(n) => n,
+            let names: Vec<&str> = match rule {
+                Select::CmdlineChain(key) => vec![key],
+                Select::InitrdChain { file, .. } => vec![file],
+                Select::Chain(n) | Select::File(n) => vec![n],
                 Select::Glob(g) if g.matches('*').count() > 1 => {
                     return bad(format!("glob {g:?} has more than one '*'"))
                 }
-                Select::Glob(g) => g,
+                Select::Glob(g) => vec![g],
+                Select::Stack(layers) if layers.is_empty() => return bad("an empty stack".into()),
+                Select::Stack(layers) => layers.iter().map(|l| l.name.as_str()).collect(),
             };
-            if name.is_empty() || name.contains('\n') {
+            if let Some(name) = names.iter().find(|n| n.is_empty() || !one_line(n)) {
                 return bad(format!("an image rule has an empty or multi-line value: {name:?}"));
+            }
+            if matches!(rule, Select::Stack(_)) && names.iter().any(|n| n.contains(' ')) {
+                return bad("stack layer names cannot contain spaces".into());
+            }
+            let single = matches!(rule, Select::File(_));
+            if !single && !self.layers_at.contains("{name}") {
+                return bad(format!(
+                    "layers-at {:?} needs {{name}}: this rule can find several images",
+                    self.layers_at
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Where one root image is mounted.
+    pub fn layer_mount(&self, file_name: &str) -> String {
+        self.layers_at.replace("{name}", file_name)
+    }
+
+    /// Where an image holding a nested root image is mounted.
+    pub fn outer_mount(&self, file_name: &str) -> String {
+        self.outer_at.replace("{name}", file_name)
     }
 }
 
@@ -129,6 +250,12 @@ pub(crate) fn sample() -> Profile {
         description: "Debian Live (live-boot)".into(),
         priority: 10,
         detect: vec!["/live".into()],
+        label: None,
+        unsupported: None,
+        strategy: Strategy::SwitchRoot,
+        cmdline: "boot=live".into(),
+        kernel: vec!["/live/vmlinuz*".into()],
+        initrd: vec!["/live/initrd.img*".into()],
         dir: "/live".into(),
         select: vec![
             Select::CmdlineChain("layerfs-path".into()),
@@ -139,11 +266,15 @@ pub(crate) fn sample() -> Profile {
             Select::Chain("a.b.squashfs".into()),
             Select::File("filesystem.squashfs".into()),
             Select::Glob("*.squashfs".into()),
+            Select::Stack(vec![Layer::parse("rootfs.sfs"), Layer::parse("livefs.sfs?")]),
         ],
+        nested: vec!["/LiveOS/rootfs.img".into()],
+        outer_at: "/run/isoroot/outer/{name}".into(),
         medium: "/run/live/medium".into(),
-        layers_at: "/run/live/rootfs".into(),
+        layers_at: "/run/live/rootfs/{name}".into(),
         overlay_at: "/run/live/overlay".into(),
-        init: "/sbin/init".into(),
+        overlay_on: "/".into(),
+        init: Some("/sbin/init".into()),
     }
 }
 
@@ -170,6 +301,17 @@ mod tests {
         p.select = vec![Select::Glob("*a*".into())];
         assert!(p.validate().is_err());
         p.select.clear();
+        assert!(p.validate().is_err());
+        let mut p = sample();
+        p.layers_at = "/run/x".into();
+        assert!(p.validate().is_err(), "several layers need {{name}}");
+        p.select = vec![Select::File("nix-store.squashfs".into())];
+        assert!(p.validate().is_ok());
+        p.layers_at = "/nix/.ro-store".into();
+        assert!(p.validate().is_err(), "hidden under the overlay");
+        p.overlay_on = "/nix/store".into();
+        assert!(p.validate().is_ok());
+        p.label = Some("*a*".into());
         assert!(p.validate().is_err());
     }
 

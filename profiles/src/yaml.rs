@@ -1,7 +1,7 @@
 //! Reading the YAML form (host side). Defaults live here and nowhere else: the compact form
 //! written from a parsed profile spells every field out.
 
-use crate::{Profile, ProfileError, Select};
+use crate::{Layer, Profile, ProfileError, Select, Strategy};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -13,24 +13,50 @@ struct Yaml {
     priority: u32,
     #[serde(default)]
     detect: Vec<String>,
-    images: Images,
+    label: Option<String>,
+    unsupported: Option<String>,
+    #[serde(default)]
+    strategy: YamlStrategy,
+    #[serde(default)]
+    cmdline: String,
+    #[serde(default)]
+    kernel: Vec<String>,
+    #[serde(default)]
+    initrd: Vec<String>,
+    #[serde(default)]
+    images: Option<Images>,
     #[serde(default = "default_medium")]
     medium: String,
     #[serde(default = "default_layers_at")]
     layers_at: String,
     #[serde(default = "default_overlay_at")]
     overlay_at: String,
+    #[serde(default = "default_overlay_on")]
+    overlay_on: String,
+    /// `init: ~` means init= is required.
     #[serde(default = "default_init")]
-    init: String,
+    init: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+enum YamlStrategy {
+    #[default]
+    SwitchRoot,
+    Handoff,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Images {
     dir: String,
     // `- glob: "*.squashfs"` rather than YAML tags (`- !glob "*.squashfs"`).
     #[serde(with = "serde_norway::with::singleton_map_recursive")]
     select: Vec<Rule>,
+    #[serde(default)]
+    nested: Vec<String>,
+    #[serde(default = "default_outer_at")]
+    outer_at: String,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +68,8 @@ enum Rule {
     Chain(String),
     File(String),
     Glob(String),
+    /// Bottom first; `name?` is optional.
+    Stack(Vec<String>),
 }
 
 fn default_priority() -> u32 {
@@ -51,20 +79,31 @@ fn default_medium() -> String {
     "/run/isoroot/medium".into()
 }
 fn default_layers_at() -> String {
-    "/run/isoroot/layers".into()
+    "/run/isoroot/layers/{name}".into()
+}
+fn default_outer_at() -> String {
+    "/run/isoroot/outer/{name}".into()
 }
 fn default_overlay_at() -> String {
     "/run/isoroot/overlay".into()
 }
-fn default_init() -> String {
-    "/sbin/init".into()
+fn default_overlay_on() -> String {
+    "/".into()
+}
+fn default_init() -> Option<String> {
+    Some("/sbin/init".into())
 }
 
 /// Parses and validates one profile file.
 pub fn from_yaml(text: &str) -> Result<Profile, ProfileError> {
     let y: Yaml = serde_norway::from_str(text).map_err(|e| ProfileError::Yaml(e.to_string()))?;
-    let select = y
-        .images
+    let images = y.images.unwrap_or(Images {
+        dir: "/".into(),
+        select: Vec::new(),
+        nested: Vec::new(),
+        outer_at: default_outer_at(),
+    });
+    let select = images
         .select
         .into_iter()
         .map(|r| match r {
@@ -79,6 +118,7 @@ pub fn from_yaml(text: &str) -> Result<Profile, ProfileError> {
             Rule::Chain(n) => Ok(Select::Chain(n)),
             Rule::File(n) => Ok(Select::File(n)),
             Rule::Glob(g) => Ok(Select::Glob(g)),
+            Rule::Stack(names) => Ok(Select::Stack(names.iter().map(|n| Layer::parse(n)).collect())),
         })
         .collect::<Result<_, _>>()?;
     let p = Profile {
@@ -86,11 +126,23 @@ pub fn from_yaml(text: &str) -> Result<Profile, ProfileError> {
         description: y.description,
         priority: y.priority,
         detect: y.detect,
-        dir: y.images.dir,
+        label: y.label,
+        unsupported: y.unsupported,
+        strategy: match y.strategy {
+            YamlStrategy::SwitchRoot => Strategy::SwitchRoot,
+            YamlStrategy::Handoff => Strategy::Handoff,
+        },
+        cmdline: y.cmdline,
+        kernel: y.kernel,
+        initrd: y.initrd,
+        dir: images.dir,
         select,
+        nested: images.nested,
+        outer_at: images.outer_at,
         medium: y.medium,
         layers_at: y.layers_at,
         overlay_at: y.overlay_at,
+        overlay_on: y.overlay_on,
         init: y.init,
     };
     p.validate()?;
@@ -133,6 +185,6 @@ mod tests {
                 n += 1;
             }
         }
-        assert!(n >= 3, "found {n} profiles");
+        assert!(n >= 10, "found {n} profiles");
     }
 }

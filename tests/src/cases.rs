@@ -26,21 +26,12 @@ pub enum Expect {
     Exits(Vec<String>),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Initrd {
-    Plain,
-    RescueShell,
-    /// With the map archive of `isoroot extents --cpio` appended.
-    Map,
-    /// With the map of the 200+-extent ISO on ext4-frag appended.
-    FragMap,
-}
-
 pub struct Case {
     pub name: &'static str,
     pub disks: Vec<&'static str>,
     pub append: String,
-    pub initrd: Initrd,
+    /// A key of [`Fixtures::initrds`].
+    pub initrd: &'static str,
     pub expect: Expect,
     /// A second boot on the same disks, made writable copies for the case, then a check of
     /// the disks on the host.
@@ -70,18 +61,36 @@ pub struct Then {
     pub check: fn(&[PathBuf]) -> Result<(), String>,
 }
 
-fn marker(profile: &str, medium: &str, top: &str, layers: &str) -> Expect {
-    marker_with_init(profile, medium, top, layers, "/sbin/init")
+impl Case {
+    /// A boot of the standalone initramfs with 512 MiB of RAM.
+    pub fn new(name: &'static str, disks: &[&'static str], append: String, expect: Expect) -> Case {
+        Case {
+            name,
+            disks: disks.to_vec(),
+            append,
+            initrd: "plain",
+            expect,
+            then: None,
+            during: None,
+            memory_mb: 512,
+        }
+    }
 }
 
-fn marker_with_init(profile: &str, medium: &str, top: &str, layers: &str, init: &str) -> Expect {
-    let line =
-        format!("ISOROOT-OK profile={profile} root=overlay medium={medium}:iso9660 top={top} layers={layers} init={init}");
+/// The marker line of the fixtures' init (tests/fixtures/init.sh).
+pub fn marker_line(profile: &str, root: &str, medium: &str, top: &str, layers: &str, init: &str) -> Expect {
+    let line = format!(
+        "ISOROOT-OK profile={profile} root={root} medium={medium}:iso9660 top={top} layers={layers} init={init}"
+    );
     Expect::Marker { line, present: vec![], absent: vec![] }
 }
 
+pub fn marker(profile: &str, medium: &str, top: &str, layers: &str) -> Expect {
+    marker_line(profile, "overlay", medium, top, layers, "/sbin/init")
+}
+
 /// A marker plus console lines that must and must not appear.
-fn and(expect: Expect, must: &[&str], must_not: &[&str]) -> Expect {
+pub fn and(expect: Expect, must: &[&str], must_not: &[&str]) -> Expect {
     match expect {
         Expect::Marker { line, .. } => Expect::Marker {
             line,
@@ -92,7 +101,7 @@ fn and(expect: Expect, must: &[&str], must_not: &[&str]) -> Expect {
     }
 }
 
-fn failure(lines: &[&str]) -> Expect {
+pub fn failure(lines: &[&str]) -> Expect {
     Expect::Failure(lines.iter().map(|s| s.to_string()).collect())
 }
 
@@ -106,16 +115,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "minimal,minimal.standard,minimal.standard.live",
         )
     };
-    let case = |name, disks: &[&'static str], append: String, expect| Case {
-        name,
-        disks: disks.to_vec(),
-        append,
-        initrd: Initrd::Plain,
-        expect,
-        then: None,
-        during: None,
-        memory_mb: 512,
-    };
+    let case = Case::new;
     // The host filesystem must never be mounted on the dm-linear path.
     let host = "/run/isoroot/host";
     let dm_medium = "mount: /dev/mapper/debian-live /run/live/medium iso9660 ro";
@@ -160,7 +160,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "search every disk (no SOURCE), init=",
             &["ext4-empty", "ext4-debian"],
             "iso=/isos/debian-live.iso init=/sbin/init-alt".into(),
-            marker_with_init("debian-live", "/run/live/medium", "debian", "debian", "/sbin/init-alt"),
+            marker_line("debian-live", "overlay", "/run/live/medium", "debian", "debian", "/sbin/init-alt"),
         ),
         case(
             "ubuntu by PARTUUID",
@@ -202,7 +202,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         ),
         case("debian-live by extent hints (dm-linear)", &["ext4-hints"], f.hints.clone(), and(debian(), &[dm_medium, dm_layer], &[host])),
         Case {
-            initrd: Initrd::Map,
+            initrd: "map",
             ..case(
                 "extent map as an extra initrd",
                 &["ext4-hints"],
@@ -237,7 +237,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             and(debian(), &["dm-linear from a scan of ext4 (", dm_medium], &[host]),
         ),
         Case {
-            initrd: Initrd::FragMap,
+            initrd: "frag-map",
             ..case(
                 "200+-extent map as an extra initrd",
                 &["ext4-frag"],
@@ -385,7 +385,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         // The boot fails (no disk yet), the rescue shell starts; the disk is plugged in and
         // `exit` in the shell retries the boot, which now succeeds.
         Case {
-            initrd: Initrd::RescueShell,
+            initrd: "rescue",
             during: Some(During {
                 when: "type `exit` to retry the boot",
                 after: Duration::from_secs(1),
@@ -465,7 +465,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             failure(&[
                 "no profile matches this ISO",
                 "its top level holds: .disk/, boot/",
-                "profiles tried: debian-live (needs /live); ubuntu-casper (needs /casper); generic (no root image in /)",
+                "debian-live (needs /live); ubuntu-casper (needs /casper); void (needs /LiveOS/squashfs.img and label VOID_*)",
             ]),
         ),
         case(
@@ -487,7 +487,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             failure(&["unknown key \"iso.tiemout\" on the kernel command line; isoroot knows: iso iso.extents"]),
         ),
         Case {
-            initrd: Initrd::RescueShell,
+            initrd: "rescue",
             ..case(
                 "bad cmdline value, rescue shell",
                 &["ext4-debian"],
@@ -502,7 +502,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
 }
 
 pub struct Outcome {
-    pub name: &'static str,
+    pub name: String,
     pub result: Result<(), String>,
     pub secs: f64,
 }
@@ -521,12 +521,7 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
     let boot = |append: &str, expect: &Expect, log: PathBuf| -> Result<(), String> {
         let spec = VmSpec {
             kernel: f.kernel.clone(),
-            initrd: Some(match case.initrd {
-                Initrd::Plain => f.initrd.clone(),
-                Initrd::RescueShell => f.initrd_rescue.clone(),
-                Initrd::Map => f.initrd_map.clone(),
-                Initrd::FragMap => f.initrd_frag_map.clone(),
-            }),
+            initrd: Some(f.initrds[case.initrd].clone()),
             append: format!("console=ttyS0 panic=-1 {append}"),
             disks: disks.clone(),
             writable: case.then.is_some(),
@@ -645,7 +640,11 @@ fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
 
 /// Runs the cases whose names contain `filter`, `jobs` at a time.
 pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec<Outcome> {
-    let cases: Vec<Case> = all(f).into_iter().filter(|c| filter.is_none_or(|s| c.name.contains(s))).collect();
+    let cases: Vec<Case> = all(f)
+        .into_iter()
+        .chain(crate::profile_cases::all(f))
+        .filter(|c| filter.is_none_or(|s| c.name.contains(s)))
+        .collect();
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -660,7 +659,7 @@ pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec
                     Ok(()) => println!("ok     {} ({secs:.1} s)", case.name),
                     Err(e) => println!("FAILED {} ({secs:.1} s): {e}", case.name),
                 }
-                outcomes.lock().unwrap().push(Outcome { name: case.name, result, secs });
+                outcomes.lock().unwrap().push(Outcome { name: case.name.to_string(), result, secs });
             });
         }
     });

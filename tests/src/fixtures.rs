@@ -26,25 +26,33 @@ pub const FRAG_EXFAT_LABEL: &str = "FRAGEXFAT";
 pub const FAT_LABEL: &str = "ISOSTICK";
 pub const EXFAT_LABEL: &str = "EXFAT STICK";
 pub const EXFAT_PATH: &str = "/my isos/generic live.iso";
+/// Debian and Fedora layouts beside it, for the handoff boots.
+pub const EXFAT_DEBIAN: &str = "/my isos/debian live.iso";
+pub const EXFAT_FEDORA: &str = "/my isos/fedora live.iso";
+/// The ext4 disk with one ISO per distro layout in /isos.
+pub const DISTROS_UUID: &str = "99999999-aaaa-bbbb-cccc-dddddddddddd";
 /// The FAT32 stick's MBR disk identifier, so that its partition is PARTUUID=1507c0de-01.
 pub const FAT_DISK_ID: &str = "0x1507c0de";
+
+/// The module directory in the fixtures' roots.
+pub const FIXTURE_KVER: &str = "6.1.0-fixture";
 
 pub struct Fixtures {
     pub dir: PathBuf,
     pub kernel: PathBuf,
     pub kver: String,
-    /// The standalone initramfs, without and with a rescue shell.
-    pub initrd: PathBuf,
-    pub initrd_rescue: PathBuf,
+    /// Initramfs images by name: `plain` (standalone), `rescue` (with a busybox shell), `map`
+    /// and `frag-map` (with a map archive appended), and the third-party initrds
+    /// `initramfs-tools`, `dracut`, `recompressed`, each with isoroot's --no-modules
+    /// archive appended.
+    pub initrds: BTreeMap<&'static str, PathBuf>,
     pub disks: BTreeMap<&'static str, PathBuf>,
     /// `isoroot extents` words for /isos/debian-live.iso on the ext4-hints disk.
     pub hints: String,
     /// Words taken for /isos/stale.iso before that file was rewritten with another ISO.
     pub stale_hints: String,
-    /// initrd.img followed by the map archive of `isoroot extents --cpio`.
-    pub initrd_map: PathBuf,
-    /// initrd.img followed by the map of the fragmented ISO on ext4-frag (200+ extents).
-    pub initrd_frag_map: PathBuf,
+    /// Every fixture ISO, for `isoroot inspect`.
+    pub isos: PathBuf,
 }
 
 /// The newest Debian kernel installed (package linux-image-amd64) and its version.
@@ -72,16 +80,23 @@ fn version_key(v: &str) -> Vec<u64> {
 /// A busybox root whose /sbin/init prints the test marker. Each layer of a layered ISO
 /// writes its name to /etc/fixture-top (the visible one is the top layer) and a file of its
 /// own to /etc/fixture-layers/ (the list shows which layers are mounted).
-fn root(dir: &Path, name: &str, full: bool) -> Result<()> {
+pub(crate) fn root(dir: &Path, name: &str, full: bool) -> Result<()> {
     fs::create_dir_all(dir.join("etc/fixture-layers"))?;
     fs::write(dir.join("etc/fixture-top"), format!("{name}\n"))?;
     fs::write(dir.join("etc/fixture-layers").join(name), "")?;
     if !full {
         return Ok(());
     }
-    for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp"] {
+    for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "usr/lib"] {
         fs::create_dir_all(dir.join(d))?;
     }
+    // What `isoroot inspect` reads: os-release (through the usual symlink) and module trees.
+    fs::write(
+        dir.join("usr/lib/os-release"),
+        format!("PRETTY_NAME=\"isoroot fixture {name}\"\nVERSION_ID=1\n"),
+    )?;
+    std::os::unix::fs::symlink("../usr/lib/os-release", dir.join("etc/os-release"))?;
+    fs::create_dir_all(dir.join("lib/modules").join(FIXTURE_KVER))?;
     fs::copy("/bin/busybox", dir.join("bin/busybox"))
         .context("copying /bin/busybox (package busybox-static)")?;
     let list = cmd("/bin/busybox", ["--list"])?;
@@ -98,7 +113,7 @@ fn root(dir: &Path, name: &str, full: bool) -> Result<()> {
     Ok(())
 }
 
-fn squashfs(src: &Path, out: &Path) -> Result<()> {
+pub(crate) fn squashfs(src: &Path, out: &Path) -> Result<()> {
     fs::create_dir_all(out.parent().unwrap())?;
     run(Command::new("mksquashfs").arg(src).arg(out).args([
         "-noappend",
@@ -109,7 +124,7 @@ fn squashfs(src: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn iso(tree: &Path, label: &str, out: &Path) -> Result<()> {
+pub(crate) fn iso(tree: &Path, label: &str, out: &Path) -> Result<()> {
     fs::create_dir_all(tree.join(".disk"))?;
     fs::write(tree.join(".disk/info"), format!("{label} (isoroot test fixture)\n"))?;
     run(Command::new("xorriso")
@@ -496,6 +511,15 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     fs::write(tree.join("live/vmlinuz"), "not a kernel")?;
     let debian = isos.join("debian-live.iso");
     iso(&tree, "d-live 12.8.0 st amd64", &debian)?;
+    // The same without Rock Ridge: Joliet names only, and plain ISO 9660 names only.
+    for (file, joliet) in [("debian-joliet.iso", "on"), ("debian-plain.iso", "off")] {
+        run(Command::new("xorriso")
+            .args(["-report_about", "SORRY", "-outdev"])
+            .arg(isos.join(file))
+            .args(["-rockridge", "off", "-joliet", joliet, "-volid", "D_LIVE_PLAIN", "-map"])
+            .arg(&tree)
+            .arg("/"))?;
+    }
 
     // Ubuntu ≥ 23.10: a chain of layers beside language and secure-boot layers that must
     // not be mounted.
@@ -618,38 +642,53 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     fat32(&[("/isos/ubuntu.iso", &ubuntu)], FAT_LABEL, &img)?;
     disks.insert("fat32-ubuntu", img);
 
+    let distro_isos = crate::distros::build(&work, &isos)?;
+    let fedora = &distro_isos.iter().find(|(n, _)| *n == "fedora.iso").expect("built").1;
     let img = dir.join("exfat-generic.img");
-    exfat(&[(EXFAT_PATH, &generic)], EXFAT_LABEL, &img, &work)?;
+    exfat(
+        &[(EXFAT_PATH, &generic), (EXFAT_DEBIAN, &debian), (EXFAT_FEDORA, fedora)],
+        EXFAT_LABEL,
+        &img,
+        &work,
+    )?;
     disks.insert("exfat-generic", img);
 
+    let stage = work.join("stage-distros");
+    fs::create_dir_all(stage.join("isos"))?;
+    for (name, path) in &distro_isos {
+        fs::copy(path, stage.join("isos").join(name))?;
+    }
+    let img = dir.join("ext4-distros.img");
+    ext4(&stage, DISTROS_UUID, "distros", &img)?;
+    disks.insert("ext4-distros", img);
+
     let (kernel, kver) = kernel()?;
-    let mk = |out: &Path, rescue: bool| -> Result<()> {
+    let mk = |out: &Path, args: &[&str]| -> Result<PathBuf> {
         let mut c = Command::new(isoroot);
-        c.args(["mkinitramfs", "-k", &kver, "--init"]).arg(init).arg("-o").arg(out);
-        if rescue {
-            c.args(["--rescue-shell", "/bin/busybox"]);
-        }
-        run(&mut c).map(drop)
+        c.args(["mkinitramfs", "-k", &kver, "--init"]).arg(init).arg("-o").arg(out).args(args);
+        run(&mut c)?;
+        Ok(out.to_path_buf())
     };
-    let initrd = dir.join("initrd.img");
-    let initrd_rescue = dir.join("initrd-rescue.img");
-    mk(&initrd, false)?;
-    mk(&initrd_rescue, true)?;
-    let initrd_map = dir.join("initrd-map.img");
-    concat_initrds(&[&initrd, &map], &initrd_map)?;
-    let initrd_frag_map = dir.join("initrd-frag-map.img");
-    concat_initrds(&[&initrd, &frag_map], &initrd_frag_map)?;
+    let plain = mk(&dir.join("initrd.img"), &[])?;
+    let mut initrds = BTreeMap::new();
+    initrds.insert("rescue", mk(&dir.join("initrd-rescue.img"), &["--rescue-shell", "/bin/busybox"])?);
+    let appended = |name: &str, parts: &[&Path]| -> Result<PathBuf> {
+        let out = dir.join(format!("initrd-{name}.img"));
+        concat_initrds(parts, &out)?;
+        Ok(out)
+    };
+    initrds.insert("map", appended("map", &[&plain, &map])?);
+    initrds.insert("frag-map", appended("frag-map", &[&plain, &frag_map])?);
+    let no_modules = mk(&work.join("isoroot-no-modules.img"), &["--no-modules"])?;
+    for (name, distro) in crate::distros::third_party(&dir, &kver)? {
+        initrds.insert(name, appended(name, &[&distro, &no_modules])?);
+    }
+    initrds.insert("plain", plain);
+    let kept = dir.join("isos");
+    if kept.exists() {
+        fs::remove_dir_all(&kept)?;
+    }
+    fs::rename(&isos, &kept)?;
     fs::remove_dir_all(&work)?;
-    Ok(Fixtures {
-        dir,
-        kernel,
-        kver,
-        initrd,
-        initrd_rescue,
-        disks,
-        hints,
-        stale_hints,
-        initrd_map,
-        initrd_frag_map,
-    })
+    Ok(Fixtures { dir, kernel, kver, initrds, disks, hints, stale_hints, isos: kept })
 }

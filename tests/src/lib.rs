@@ -3,7 +3,10 @@
 //! initramfs and asserts what the serial console says.
 
 pub mod cases;
+pub mod distros;
 pub mod fixtures;
+pub mod inspect_checks;
+pub mod profile_cases;
 pub mod qemu;
 pub mod sh;
 

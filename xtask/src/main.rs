@@ -2,7 +2,7 @@
 //! apt-get), so that a fresh Debian 12 machine with Rust needs nothing else.
 
 use anyhow::{bail, Context, Result};
-use isoroot_tests::{cases, fixtures, qemu, sh::run, target};
+use isoroot_tests::{cases, fixtures, inspect_checks, qemu, sh::run, target};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -25,7 +25,17 @@ const PACKAGES: &[&str] = &[
     "exfatprogs",
     "ntfs-3g",
     "exfat-fuse",
+    "erofs-utils",
     "file",
+    // Third-party initrds for the combined and handoff boots, and their repacking.
+    "initramfs-tools",
+    "live-boot",
+    "live-boot-initramfs-tools",
+    "dracut-core",
+    "dracut-live",
+    "cpio",
+    "xz-utils",
+    "zstd",
 ];
 
 const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -115,17 +125,18 @@ fn test(filter: Option<&str>) -> Result<()> {
     let f = fixtures::build(&isoroot, &init).context("building the fixtures")?;
     let accel = qemu::detect_accel(&f.kernel);
     println!("QEMU boot tests: kernel {} ({:?}), fixtures in {}", f.kver, accel, f.dir.display());
-    let outcomes = cases::run(&f, accel, filter, 2);
+    let mut outcomes = inspect_checks::run(&isoroot, &f, filter);
+    outcomes.extend(cases::run(&f, accel, filter, 2));
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     let total: f64 = outcomes.iter().map(|o| o.secs).sum();
     println!("QEMU boot tests took {total:.0} s of VM time");
     // The plain closing line that CI reads.
     println!("qemu: {} passed, {failed} failed", outcomes.len() - failed);
     if outcomes.is_empty() {
-        bail!("no QEMU case matches {filter:?}");
+        bail!("no case matches {filter:?}");
     }
     if failed > 0 {
-        bail!("{failed} QEMU boot test(s) failed");
+        bail!("{failed} test(s) failed");
     }
     Ok(())
 }

@@ -1,0 +1,242 @@
+//! `isoroot inspect ISO`: what isoroot would make of an ISO, read without mounting it and
+//! without privileges: its layout and label, the profile that matches, the distro and kernel
+//! inside the root image, and where the ISO keeps its own kernel and initrd.
+
+use crate::isofs::{IsoFs, Names, Source};
+use crate::squashfs::{Squashfs, Window};
+use anyhow::{Context, Result};
+use isoroot_profiles::{glob_match, Lookup, Match, Profile};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub file: String,
+    pub label: String,
+    /// Which directory names the image carries: Rock Ridge, Joliet or plain ISO 9660.
+    pub names: &'static str,
+    pub profile: Option<String>,
+    pub description: Option<String>,
+    pub strategy: Option<&'static str>,
+    /// Why this family cannot boot through isoroot, when it cannot.
+    pub unsupported: Option<String>,
+    /// From the root image's os-release.
+    pub distro: Option<String>,
+    pub version: Option<String>,
+    /// Kernel versions with modules in the root image (`/lib/modules/*`).
+    pub kernel_versions: Vec<String>,
+    /// The ISO's own kernel and initrd (paths in the ISO).
+    pub kernel: Vec<String>,
+    pub initrd: Vec<String>,
+    /// Root images, bottom layer first, and the format of the top one.
+    pub root_images: Vec<String>,
+    pub root_format: Option<String>,
+    /// Command line tokens a boot entry for this ISO carries.
+    pub cmdline: Option<String>,
+    /// What could not be read, and why.
+    pub notes: Vec<String>,
+}
+
+impl<S: Source + ?Sized> Lookup for IsoFs<'_, S> {
+    fn exists(&self, path: &str) -> bool {
+        self.lookup(path).is_ok_and(|n| n.is_some())
+    }
+    fn list(&self, dir: &str) -> Vec<String> {
+        match self.lookup(dir) {
+            Ok(Some(d)) if d.dir => {
+                self.read_dir(&d).map(|v| v.into_iter().map(|n| n.name).collect()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+    // A boot entry's command line and the distro initrd are not there to ask: the rules
+    // that need them are skipped, as on a boot without them.
+    fn cmdline(&self, _key: &str) -> Option<String> {
+        None
+    }
+    fn initrd_var(&self, _file: &str, _var: &str) -> Option<String> {
+        None
+    }
+    fn label(&self) -> Option<String> {
+        Some(self.label.clone())
+    }
+}
+
+/// The paths matching a profile's patterns (at most one `*`, in the last component).
+fn matching(iso: &dyn Lookup, patterns: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in patterns {
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        if !name.contains('*') {
+            if iso.exists(p) {
+                out.push(p.clone());
+            }
+            continue;
+        }
+        let mut names: Vec<String> = iso
+            .list(if dir.is_empty() { "/" } else { dir })
+            .into_iter()
+            .filter(|n| glob_match(name, n))
+            .collect();
+        names.sort();
+        out.extend(names.into_iter().map(|n| format!("{dir}/{n}")));
+    }
+    out
+}
+
+fn os_release(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
+}
+
+/// Reads os-release and the module directories from the root images, top layer first.
+fn read_root<S: Source + ?Sized>(
+    iso: &IsoFs<'_, S>,
+    src: &S,
+    profile: &Profile,
+    layers: &[String],
+    r: &mut Report,
+) {
+    for layer in layers.iter().rev() {
+        let node = match iso.lookup(layer) {
+            Ok(Some(n)) => n,
+            _ => continue,
+        };
+        let Some(&(offset, _)) = node.extents.first() else { continue };
+        if node.extents.len() > 1 {
+            r.notes.push(format!("{layer}: spread over several extents, not inspected"));
+            continue;
+        }
+        let window = Window { src, offset };
+        let fs = match Squashfs::open(&window) {
+            Ok(fs) => fs,
+            Err(e) => {
+                let mut magic = [0u8; 4];
+                let erofs = window.read_at(&mut magic, 1024).is_ok() && magic == 0xE0F5_E1E2u32.to_le_bytes();
+                if r.root_format.is_none() {
+                    r.root_format = Some(if erofs { "erofs" } else { "unknown" }.into());
+                }
+                r.notes.push(format!(
+                    "{layer}: {}, not inspected",
+                    if erofs { "EROFS".to_string() } else { format!("{e:#}") }
+                ));
+                continue;
+            }
+        };
+        r.root_format.get_or_insert_with(|| "squashfs".into());
+        if let Some(n) = profile.nested.iter().find(|n| fs.read(n).is_ok_and(|f| f.is_some())) {
+            r.root_format = Some("squashfs holding an ext image".into());
+            r.notes.push(format!("{layer}: the root is the image {n} inside it, not inspected"));
+            continue;
+        }
+        if r.distro.is_none() {
+            let text = ["/etc/os-release", "/usr/lib/os-release"]
+                .iter()
+                .find_map(|p| fs.read(p).ok().flatten())
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            if let Some(text) = text {
+                r.distro = os_release(&text, "PRETTY_NAME").or_else(|| os_release(&text, "NAME"));
+                r.version = os_release(&text, "VERSION_ID");
+            }
+        }
+        if r.kernel_versions.is_empty() {
+            if let Ok(Some(mut v)) = fs.list("/lib/modules") {
+                v.sort();
+                r.kernel_versions = v;
+            }
+        }
+    }
+}
+
+pub fn inspect(path: &Path, profiles: &[Profile]) -> Result<Report> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let iso = IsoFs::open(&file).with_context(|| path.display().to_string())?;
+    let mut r = Report {
+        file: path.display().to_string(),
+        label: iso.label.clone(),
+        names: iso.names.name(),
+        ..Report::default()
+    };
+    if iso.names == Names::Iso9660 {
+        r.notes
+            .push("no Rock Ridge or Joliet names: plain ISO 9660 names, compared case-insensitively".into());
+    }
+    let found = isoroot_profiles::find(profiles, &iso).map_err(|e| anyhow::anyhow!(e))?;
+    let (profile, layers) = match found {
+        Match::Found(p, layers) => (p, layers),
+        Match::Unsupported(p) => {
+            r.unsupported = p.unsupported.clone();
+            (p, Vec::new())
+        }
+        Match::Nothing(tried) => {
+            r.notes.push(format!("no profile matches; tried {}", tried.join("; ")));
+            return Ok(r);
+        }
+    };
+    r.profile = Some(profile.name.clone());
+    r.description = Some(profile.description.clone());
+    r.strategy = Some(profile.strategy.name());
+    r.cmdline = Some(profile.cmdline.clone()).filter(|c| !c.is_empty());
+    r.kernel = matching(&iso, &profile.kernel);
+    r.initrd = matching(&iso, &profile.initrd);
+    read_root(&iso, &file, profile, &layers, &mut r);
+    r.root_images = layers;
+    Ok(r)
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let mut rows: Vec<(&str, String)> =
+            vec![("file", self.file.clone()), ("label", self.label.clone()), ("names", self.names.into())];
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let list = |v: &[String]| if v.is_empty() { "-".into() } else { v.join(", ") };
+        let profile = match (&self.profile, &self.strategy) {
+            (Some(p), Some(s)) => format!("{p} ({s}): {}", opt(&self.description)),
+            _ => "none".into(),
+        };
+        rows.push(("profile", profile));
+        if let Some(u) = &self.unsupported {
+            rows.push(("unsupported", u.clone()));
+        }
+        let distro = match (&self.distro, &self.version) {
+            (Some(d), Some(v)) if !d.contains(v.as_str()) => format!("{d} ({v})"),
+            (Some(d), _) => d.clone(),
+            (None, _) => "-".into(),
+        };
+        rows.extend([
+            ("distro", distro),
+            ("kernel", list(&self.kernel)),
+            ("initrd", list(&self.initrd)),
+            ("modules", list(&self.kernel_versions)),
+            ("root", format!("{} ({})", list(&self.root_images), opt(&self.root_format))),
+            ("cmdline", opt(&self.cmdline)),
+        ]);
+        rows.extend(self.notes.iter().map(|n| ("note", n.clone())));
+        rows.iter().map(|(k, v)| format!("{:<9} {v}\n", format!("{k}:"))).collect()
+    }
+}
+
+/// The built-in profiles, overridden or extended by YAML files.
+pub fn profiles(extra: &[PathBuf]) -> Result<Vec<Profile>> {
+    let mut all = isoroot_init::profile::builtin();
+    for path in extra {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        all.push(isoroot_profiles::from_yaml(&text).with_context(|| format!("profile {}", path.display()))?);
+    }
+    Ok(isoroot_profiles::merge(all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_values_lose_their_quotes() {
+        let text =
+            "NAME=\"Debian GNU/Linux\"\nVERSION_ID='12'\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
+        assert_eq!(os_release(text, "PRETTY_NAME").as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        assert_eq!(os_release(text, "VERSION_ID").as_deref(), Some("12"));
+        assert_eq!(os_release(text, "ID"), None);
+    }
+}

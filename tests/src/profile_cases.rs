@@ -1,0 +1,190 @@
+//! One boot per distro profile, the combined boots with third-party initrds, the handoff
+//! boots, and the command line spellings of other tools.
+
+use crate::cases::{and, failure, marker, marker_line, Case, Expect};
+use crate::distros::NIXOS_INIT;
+use crate::fixtures::{Fixtures, DISTROS_UUID, EXFAT_DEBIAN, EXFAT_FEDORA, EXFAT_LABEL, EXT4_UUID};
+
+fn distro(name: &'static str, iso: &str, expect: Expect) -> Case {
+    Case::new(name, &["ext4-distros"], format!("iso=UUID={DISTROS_UUID}:/isos/{iso}"), expect)
+}
+
+/// A boot of a third-party initrd with isoroot's --no-modules archive appended.
+fn combined(
+    name: &'static str,
+    initrd: &'static str,
+    disks: &[&'static str],
+    append: String,
+    expect: Expect,
+) -> Case {
+    Case {
+        initrd,
+        memory_mb: 1024,
+        ..Case::new(name, disks, format!("rdinit=/isoroot/init {append}"), expect)
+    }
+}
+
+pub fn all(_f: &Fixtures) -> Vec<Case> {
+    let fallback =
+        |p: &str| format!("profile {p} hands off to the distro's own initrd, which this initramfs lacks");
+    let debian = || marker("debian-live", "/run/live/medium", "debian", "debian");
+    let exfat = |path: &str| format!("iso=\"LABEL={EXFAT_LABEL}:{path}\" iso.mode=handoff");
+    vec![
+        distro(
+            "fedora-liveos: ext4 root nested in the squashfs",
+            "fedora.iso",
+            and(
+                marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"),
+                &["/run/initramfs/squashfs squashfs ro", "/run/rootfsbase ext4 ro"],
+                &[],
+            ),
+        ),
+        distro(
+            "opensuse-kiwi: EROFS root (Fedora 42 kiwi media)",
+            "fedora-kiwi.iso",
+            and(marker("opensuse-kiwi", "/run/initramfs/live", "kiwi", "kiwi"), &["/run/rootfsbase erofs ro"], &[]),
+        ),
+        distro(
+            "void: ext3 nested, handoff falls back to switch-root",
+            "void.iso",
+            and(marker("void", "/run/initramfs/live", "void", "void"), &[&fallback("void"), "/run/rootfsbase ext4 ro"], &[]),
+        ),
+        distro(
+            "archiso",
+            "archlinux.iso",
+            and(marker("archiso", "/run/archiso/bootmnt", "arch", "arch"), &["/run/archiso/airootfs squashfs ro"], &[]),
+        ),
+        distro(
+            "systemrescue",
+            "systemrescue.iso",
+            and(marker("systemrescue", "/run/archiso/bootmnt", "rescue", "rescue"), &["/run/archiso/airootfs squashfs ro"], &[]),
+        ),
+        distro(
+            "manjaro: three of four layers",
+            "manjaro.iso",
+            and(
+                marker("manjaro", "/run/miso/bootmnt", "manjaro-live", "manjaro-desktop,manjaro-live,manjaro-root"),
+                &["lowerdir=/run/miso/sfs/livefs.sfs:/run/miso/sfs/desktopfs.sfs:/run/miso/sfs/rootfs.sfs,"],
+                &[],
+            ),
+        ),
+        Case {
+            append: format!("iso=UUID={DISTROS_UUID}:/isos/nixos.iso init={NIXOS_INIT}"),
+            ..distro(
+                "nixos: tmpfs root, store overlay, init=",
+                "nixos.iso",
+                and(
+                    marker_line("nixos", "tmpfs", "/iso", "nixos", "nix-store", NIXOS_INIT),
+                    &[
+                        // The overlay's options name the paths as they were before the switch.
+                        "mount: overlay /nix/store overlay rw,relatime,lowerdir=/newroot/nix/.ro-store,upperdir=/newroot/nix/.rw-store/rw,",
+                        "/nix/.ro-store squashfs ro",
+                        "mount: tmpfs /nix/.rw-store tmpfs",
+                    ],
+                    &[],
+                ),
+            )
+        },
+        distro(
+            "nixos without init=",
+            "nixos.iso",
+            failure(&["profile nixos takes the init from init= on the command line, and there is none"]),
+        ),
+        distro(
+            "tails: handoff falls back to switch-root",
+            "tails.iso",
+            and(marker("tails", "/run/live/medium", "tails", "tails"), &[&fallback("tails")], &[]),
+        ),
+        distro(
+            "alpine: refused with the reason",
+            "alpine.iso",
+            failure(&["this ISO looks like Alpine Linux (not bootable through isoroot) (profile alpine): Alpine builds its root inside its own initramfs"]),
+        ),
+        distro(
+            "tinycore: refused with the reason",
+            "tinycore.iso",
+            failure(&["(profile tinycore): TinyCore's initramfs is its root"]),
+        ),
+        Case::new(
+            "iso.mode=handoff without a distro initrd",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.mode=handoff"),
+            failure(&["iso.mode=handoff needs the distro's initrd, and this initramfs has only isoroot"]),
+        ),
+        // Existing boot entries: other tools' spellings of the ISO's location.
+        Case::new("live-boot spelling findiso=", &["ext4-debian"], "findiso=/isos/debian-live.iso".into(), debian()),
+        Case::new(
+            "SUSE spelling isofrom_device= isofrom_system=",
+            &["ext4-debian"],
+            "isofrom_device=/dev/vda isofrom_system=/isos/debian-live.iso".into(),
+            debian(),
+        ),
+        // The combined boot: a distro's initrd with isoroot appended, started by rdinit=;
+        // modules come from the distro's tree.
+        combined(
+            "combined: Debian initramfs-tools initrd",
+            "initramfs-tools",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.debug"),
+            // The fixture's ISO is sparse (mkfs.ext4 -d), and initramfs-tools leaves dm-zero out.
+            and(
+                debian(),
+                &[
+                    "loaded module squashfs from kernel/fs/squashfs/squashfs.ko",
+                    "(the file has holes: is dm-zero in the initrd?); mounting it read-only instead",
+                ],
+                &[],
+            ),
+        ),
+        combined(
+            "combined: Debian dracut initrd, dracut's iso-scan/filename=",
+            "dracut",
+            &["ext4-distros"],
+            "iso-scan/filename=/isos/fedora.iso root=live:CDLABEL=Fedora-WS-Live-40-1-14 rd.live.image iso.debug".into(),
+            and(
+                marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"),
+                &["loaded module squashfs from kernel/fs/squashfs/squashfs.ko"],
+                &[],
+            ),
+        ),
+        combined(
+            "combined: modules recompressed as .ko.xz and .ko.zst",
+            "recompressed",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.debug"),
+            and(
+                debian(),
+                &[
+                    "loaded module squashfs from kernel/fs/squashfs/squashfs.ko.zst",
+                    "loaded module virtio_blk from kernel/drivers/block/virtio_blk.ko.xz",
+                ],
+                &[],
+            ),
+        ),
+        // Handoff: isoroot finds the ISO where the distro's own ISO support fails (exFAT, a
+        // space in the path) and the distro's initrd boots it from /dev/mapper/isoroot.
+        combined(
+            "handoff to live-boot, exFAT, a space in the path",
+            "initramfs-tools",
+            &["exfat-generic"],
+            format!("boot=live live-media=/dev/mapper/isoroot {}", exfat(EXFAT_DEBIAN)),
+            and(
+                marker_line("none", "overlay", "/run/live/medium", "debian", "debian", "/sbin/init"),
+                &["handing /dev/mapper/isoroot to the distro's /init"],
+                &[],
+            ),
+        ),
+        combined(
+            "handoff to dracut dmsquash-live, exFAT, a space in the path",
+            "dracut",
+            &["exfat-generic"],
+            format!("root=live:/dev/mapper/isoroot rd.live.image {}", exfat(EXFAT_FEDORA)),
+            and(
+                // dracut puts a dm snapshot (live-rw) over the nested ext4 image.
+                marker_line("none", "ext4", "/run/initramfs/live", "fedora", "fedora", "/sbin/init"),
+                &["handing /dev/mapper/isoroot to the distro's /init"],
+                &[],
+            ),
+        ),
+    ]
+}
