@@ -508,7 +508,10 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     // debian-live: live-build's layout.
     let tree = work.join("tree-debian");
     layers(&work, &tree.join("live"), &[("debian", true)])?;
+    // live-build's names: one filesystem.squashfs, the kernel and initrd beside it.
+    fs::rename(tree.join("live/debian.squashfs"), tree.join("live/filesystem.squashfs"))?;
     fs::write(tree.join("live/vmlinuz"), "not a kernel")?;
+    fs::write(tree.join("live/initrd.img"), "not an initrd")?;
     let debian = isos.join("debian-live.iso");
     iso(&tree, "d-live 12.8.0 st amd64", &debian)?;
     // The same without Rock Ridge: Joliet names only, and plain ISO 9660 names only.
