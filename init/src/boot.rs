@@ -8,7 +8,7 @@ use crate::liveroot::{self, MountedIso, Upper, MEDIUM, NEWROOT};
 use crate::locate::Hardware;
 use crate::modules::{Modules, LOAD_LIST};
 use crate::mount::{Linux, Sys};
-use crate::{handoff, persist, pid1, profile, switchroot, toram};
+use crate::{handoff, persist, pid1, profile, switchroot, timings, toram};
 use anyhow::{anyhow, bail, Context, Result};
 use isoroot_profiles::{Profile, Strategy};
 use nix::mount::MsFlags;
@@ -50,6 +50,7 @@ fn with_module_failures(e: anyhow::Error, modules: &Modules) -> anyhow::Error {
 }
 
 pub fn boot(sys: &mut Linux) -> Result<Infallible> {
+    timings::restart();
     let raw = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let mut cmdline = cmdline::parse(raw.trim_end())
         .map_err(|e| anyhow!("{e}\nthe command line was: {}", raw.trim_end()))?;
@@ -74,16 +75,19 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
         )
     })?;
     let profiles = profile::load()?;
+    timings::mark("setup");
 
     let mut hw = Hardware { modules: Modules::open(), devices: Devices::default() };
     hw.modules.load_list(Path::new(LOAD_LIST));
     crate::debug!("{} modules in the index", hw.modules.count());
+    timings::mark("modules");
     let mut attached =
         attach::attach(sys, &cmdline, &loc, &mut hw).map_err(|e| with_module_failures(e, &hw.modules))?;
     if cmdline.toram {
         attached = toram::copy(sys, attached, &loc.to_string())?;
     }
     crate::info!("found {} on {}: {}", loc.path, attached.source, attached.how);
+    timings::mark("attach");
 
     let name = loc.to_string();
     let medium = Path::new(MEDIUM);
@@ -92,6 +96,7 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     sys.mount(&dev.to_string_lossy(), medium, fstype, MsFlags::MS_RDONLY, "")
         .with_context(|| format!("mounting {name} ({fstype}, {}) on {MEDIUM}", dev.display()))
         .map_err(|e| with_module_failures(e, &hw.modules))?;
+    timings::mark("mount ISO");
 
     let plan = liveroot::choose(
         &profiles,
@@ -101,6 +106,7 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     let label = attached.iso.label.as_deref().unwrap_or("no label");
     crate::info!("{name} ({label}): profile {}, {} root image(s)", plan.profile.name, plan.layers.len());
     if hands_off(&cmdline, &plan.profile)? {
+        timings::mark("profile");
         return handoff::hand_off(sys, &attached, &plan.profile.name);
     }
     let init = match (&cmdline.init, &plan.profile.init) {
@@ -133,8 +139,15 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
         ));
     }
     sys.keep();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if switchroot::is_systemd(Path::new(NEWROOT), &init) {
+        args.extend(timings::systemd_args()?);
+    }
+    timings::mark("mount root");
+    if let Err(e) = timings::write() {
+        crate::warn!("{e:#}");
+    }
     crate::info!("starting {init}");
-    let args: Vec<String> = std::env::args().skip(1).collect();
     switchroot::switch_root(Path::new(NEWROOT), &init, &args)
 }
 

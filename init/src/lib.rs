@@ -24,6 +24,7 @@ pub mod progress;
 pub mod scan;
 pub mod superblock;
 pub mod switchroot;
+pub mod timings;
 pub mod toram;
 pub mod verify;
 

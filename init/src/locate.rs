@@ -146,7 +146,9 @@ pub fn wait_for_device(src: &Source, timeout: Duration, hw: &mut Hardware) -> Re
         Ok(hits.first().map(|d| (*d).clone()))
     })?;
     let loc = Location { source: Some(src.clone()), path: String::new() };
-    dev.ok_or_else(|| not_found(&loc, timeout, &hw.devices, &[]))
+    let dev = dev.ok_or_else(|| not_found(&loc, timeout, &hw.devices, &[]))?;
+    crate::timings::mark("device wait");
+    Ok(dev)
 }
 
 /// Waits for the location's device, mounts it read-only on [`HOST`] and returns the ISO

@@ -143,6 +143,7 @@ pub fn pid1() -> ! {
         eprintln!("isoroot-init is the init of an initramfs and runs as PID 1 only");
         std::process::exit(2);
     }
+    crate::timings::start();
     mount_api_filesystems();
     ensure_console();
     // With Ctrl-Alt-Del disabled in the kernel, it sends SIGINT to PID 1 instead.

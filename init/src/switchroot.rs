@@ -29,6 +29,12 @@ pub fn check_init(newroot: &Path, init: &str) -> Result<()> {
     }
 }
 
+/// Whether the new root's init is systemd (it resolves to a file named `systemd`), which
+/// gets the initrd's timestamps.
+pub fn is_systemd(newroot: &Path, init: &str) -> bool {
+    paths::resolve_in(newroot, init).is_ok_and(|p| p.file_name().is_some_and(|n| n == "systemd"))
+}
+
 /// Removes the initramfs' files (they would hold RAM for the whole session), never
 /// crossing into another filesystem.
 fn free_initramfs(keep: &Path) {
@@ -98,6 +104,8 @@ mod tests {
         symlink("/lib/systemd/systemd", root.join("sbin/init")).unwrap();
         std::fs::write(root.join("sbin/plain"), b"").unwrap();
         check_init(&root, "/sbin/init").unwrap();
+        assert!(is_systemd(&root, "/sbin/init"));
+        assert!(!is_systemd(&root, "/sbin/plain"));
         let e = check_init(&root, "/sbin/plain").unwrap_err().to_string();
         assert!(e.contains("not an executable"), "{e}");
         let e = check_init(&root, "/sbin/nope").unwrap_err().to_string();

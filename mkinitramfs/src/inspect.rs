@@ -125,7 +125,7 @@ fn read_root<S: Source + ?Sized>(
             }
         };
         r.root_format.get_or_insert_with(|| "squashfs".into());
-        if let Some(n) = profile.nested.iter().find(|n| fs.read(n).is_ok_and(|f| f.is_some())) {
+        if let Some(n) = profile.nested.iter().find(|n| fs.is_file(n).unwrap_or(false)) {
             r.root_format = Some("squashfs holding an ext image".into());
             r.notes.push(format!("{layer}: the root is the image {n} inside it, not inspected"));
             continue;

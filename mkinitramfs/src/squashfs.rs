@@ -81,8 +81,21 @@ fn u64_at(b: &[u8], at: usize) -> Result<u64> {
 }
 
 enum Inode {
-    Dir { start: u32, offset: u16, size: u32 },
-    File { blocks_start: u64, size: u64, frag: u32, frag_offset: u32, blocks: Vec<u32> },
+    Dir {
+        start: u32,
+        offset: u16,
+        size: u32,
+    },
+    /// The block sizes are read only when the file is: `sizes` is where they start in the
+    /// inode table (block, offset), `count` how many there are.
+    File {
+        blocks_start: u64,
+        size: u64,
+        frag: u32,
+        frag_offset: u32,
+        sizes: (u64, usize),
+        count: usize,
+    },
     Symlink(String),
     Other,
 }
@@ -174,14 +187,9 @@ impl<'a, S: Source + ?Sized> Squashfs<'a, S> {
                 } else {
                     (u64_at(&head, 16)?, u64_at(&head, 24)?, u32_at(&head, 44)?, u32_at(&head, 48)?, 56)
                 };
-                if size > MAX_FILE {
-                    bail!("a file of {size} bytes: larger than this reader reads");
-                }
                 let bs = u64::from(self.block_size);
                 let count = if frag == u32::MAX { size.div_ceil(bs) } else { size / bs } as usize;
-                let raw = self.meta(block, offset + list, count * 4)?;
-                let blocks = raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-                Inode::File { blocks_start, size, frag, frag_offset, blocks }
+                Inode::File { blocks_start, size, frag, frag_offset, sizes: (block, offset + list), count }
             }
             3 | 10 => {
                 let n = u32_at(&head, 20)? as usize;
@@ -242,11 +250,22 @@ impl<'a, S: Source + ?Sized> Squashfs<'a, S> {
         }
     }
 
+    /// Whether the path names a regular file.
+    pub fn is_file(&self, path: &str) -> Result<bool> {
+        Ok(matches!(self.resolve(path)?, Some(Inode::File { .. })))
+    }
+
     /// A small file's contents, or `None` when there is no such file.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let Some(Inode::File { blocks_start, size, frag, frag_offset, blocks }) = self.resolve(path)? else {
+        let Some(Inode::File { blocks_start, size, frag, frag_offset, sizes, count }) = self.resolve(path)?
+        else {
             return Ok(None);
         };
+        if size > MAX_FILE {
+            bail!("{path} has {size} bytes: more than this reader reads");
+        }
+        let raw = self.meta(sizes.0, sizes.1, count * 4)?;
+        let blocks = raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()));
         let bs = self.block_size as usize;
         let mut out = Vec::new();
         let mut pos = blocks_start;

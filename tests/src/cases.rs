@@ -438,7 +438,8 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "a truncated ISO",
             &["ext4-bad"],
             format!("iso=UUID={BAD_UUID}:/isos/truncated.iso"),
-            failure(&["/isos/truncated.iso is truncated: its volume descriptor says 1.4 MiB (1423360 bytes), the file has 1.0 MiB (1048576 bytes)"]),
+            // The ISO cut at 1 MiB; what its volume descriptor says depends on the fixture.
+            failure(&["/isos/truncated.iso is truncated: its volume descriptor says ", ", the file has 1.0 MiB (1048576 bytes); copy it again"]),
         ),
         case(
             "an empty ISO",

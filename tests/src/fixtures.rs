@@ -217,10 +217,10 @@ fn exfat(files: &[(&str, &Path)], label: &str, out: &Path, work: &Path) -> Resul
 }
 
 /// Unmounts when dropped, so that a failed step leaves no mount behind.
-struct Mounted(PathBuf);
+pub(crate) struct Mounted(PathBuf);
 
 impl Mounted {
-    fn new(img: &Path, at: &Path) -> Result<Mounted> {
+    pub(crate) fn new(img: &Path, at: &Path) -> Result<Mounted> {
         fs::create_dir_all(at)?;
         run(Command::new("mount").args(["-o", "loop"]).arg(img).arg(at))?;
         Ok(Mounted(at.to_path_buf()))
@@ -485,7 +485,7 @@ fn mark_ntfs_dirty(img: &Path) -> Result<()> {
 }
 
 /// Concatenates archives the way GRUB loads several initrds: each padded to 4 bytes.
-fn concat_initrds(parts: &[&Path], out: &Path) -> Result<()> {
+pub(crate) fn concat_initrds(parts: &[&Path], out: &Path) -> Result<()> {
     let mut all = Vec::new();
     for p in parts {
         all.extend(fs::read(p)?);

@@ -2,6 +2,7 @@
 //! mkfs.*, mtools) from a tiny busybox root; each case boots Debian's kernel with isoroot's
 //! initramfs and asserts what the serial console says.
 
+pub mod bench;
 pub mod cases;
 pub mod distros;
 pub mod fixtures;

@@ -36,6 +36,8 @@ const PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "zstd",
+    // The benchmark's Debian root.
+    "debootstrap",
 ];
 
 const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -141,6 +143,18 @@ fn test(filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+fn bench(arg: Option<&str>) -> Result<()> {
+    let smoke = match arg {
+        None => false,
+        Some("--smoke") => true,
+        Some(other) => bail!("bench takes --smoke or nothing, not {other:?}"),
+    };
+    deps()?;
+    let (isoroot, init) = build()?;
+    let (kernel, _) = fixtures::kernel()?;
+    isoroot_tests::bench::run(&isoroot, &init, qemu::detect_accel(&kernel), smoke)
+}
+
 fn demo() -> Result<()> {
     deps()?;
     let (isoroot, init) = build()?;
@@ -167,6 +181,7 @@ fn main() -> Result<()> {
         }
         Some("test") => test(args.get(1).map(String::as_str)),
         Some("demo") => demo(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("deps") => deps(),
         _ => usage(),
     }
