@@ -77,10 +77,11 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     let profiles = profile::load()?;
     timings::mark("setup");
 
-    let mut hw = Hardware { modules: Modules::open(), devices: Devices::default() };
-    hw.modules.load_list(Path::new(LOAD_LIST));
-    crate::debug!("{} modules in the index", hw.modules.count());
-    timings::mark("modules");
+    let modules = Modules::open();
+    crate::debug!("{} modules in the index", modules.count());
+    // Filesystem and device-mapper modules load while the storage drivers find the disk.
+    let loading = Some(modules.load_list_in_background(Path::new(LOAD_LIST)));
+    let mut hw = Hardware { modules, devices: Devices::default(), loading };
     let mut attached =
         attach::attach(sys, &cmdline, &loc, &mut hw).map_err(|e| with_module_failures(e, &hw.modules))?;
     if cmdline.toram {

@@ -3,7 +3,7 @@
 
 use crate::blockdev::{BlockDev, Devices};
 use crate::cmdline::{Location, Source};
-use crate::modules::Modules;
+use crate::modules::{Background, Modules};
 use crate::mount::Sys;
 use crate::paths;
 use crate::superblock::FsKind;
@@ -22,6 +22,17 @@ const POLL: Duration = Duration::from_millis(20);
 pub struct Hardware {
     pub modules: Modules,
     pub devices: Devices,
+    /// The load list, loading on another thread until the boot device is found.
+    pub loading: Option<Background>,
+}
+
+impl Hardware {
+    /// Waits for the background module load: filesystems and device-mapper are needed next.
+    pub fn settle(&mut self) {
+        if let Some(b) = self.loading.take() {
+            self.modules.join(b);
+        }
+    }
 }
 
 pub struct Found {
@@ -145,10 +156,11 @@ pub fn wait_for_device(src: &Source, timeout: Duration, hw: &mut Hardware) -> Re
         }
         Ok(hits.first().map(|d| (*d).clone()))
     })?;
-    let loc = Location { source: Some(src.clone()), path: String::new() };
-    let dev = dev.ok_or_else(|| not_found(&loc, timeout, &hw.devices, &[]))?;
     crate::timings::mark("device wait");
-    Ok(dev)
+    hw.settle();
+    crate::timings::mark("modules, rest");
+    let loc = Location { source: Some(src.clone()), path: String::new() };
+    dev.ok_or_else(|| not_found(&loc, timeout, &hw.devices, &[]))
 }
 
 /// Waits for the location's device, mounts it read-only on [`HOST`] and returns the ISO
@@ -160,6 +172,8 @@ pub fn locate(sys: &mut dyn Sys, loc: &Location, timeout: Duration, hw: &mut Har
         let file = open_on(sys, &dev, &loc.path, host)?;
         return Ok(Found { dev, file });
     }
+    // Every filesystem is mounted to look: its driver must be there first.
+    hw.settle();
     let mut searched: Vec<String> = Vec::new();
     let what = format!("a block device that holds {}", loc.path);
     let found = poll(timeout, &what, hw, |devices, fresh| {

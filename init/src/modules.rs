@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const LOAD_LIST: &str = "/etc/isoroot/modules.load";
 
@@ -96,12 +97,18 @@ fn class(pat: &[u8], c: u8) -> Option<(bool, usize)> {
     None
 }
 
-pub struct Modules {
+/// The module tree's index, shared by the loaders.
+struct Index {
     dir: PathBuf,
     /// name → (path relative to `dir`, dependency paths)
     deps: HashMap<String, (String, Vec<String>)>,
     aliases: Vec<(String, String)>,
     builtin: HashSet<String>,
+}
+
+#[derive(Clone)]
+pub struct Modules {
+    index: Arc<Index>,
     loaded: HashSet<String>,
     modaliases_seen: HashSet<String>,
     /// Failures, reported once when something else goes wrong.
@@ -137,10 +144,7 @@ impl Modules {
             .collect();
         let builtin = builtin.lines().map(name_of).collect();
         Modules {
-            dir,
-            deps,
-            aliases,
-            builtin,
+            index: Arc::new(Index { dir, deps, aliases, builtin }),
             loaded: HashSet::new(),
             modaliases_seen: HashSet::new(),
             failed: Vec::new(),
@@ -148,7 +152,7 @@ impl Modules {
     }
 
     pub fn count(&self) -> usize {
-        self.deps.len()
+        self.index.deps.len()
     }
 
     /// Loads every module named in the load list, in order.
@@ -161,15 +165,37 @@ impl Modules {
         }
     }
 
+    /// Loads the load list on another thread while this one goes on (finding the boot
+    /// device, which needs only the storage drivers); [`Modules::join`] takes in the result.
+    pub fn load_list_in_background(&self, list: &Path) -> Background {
+        let mut loader = self.clone();
+        let list = list.to_path_buf();
+        Background(std::thread::spawn(move || {
+            loader.load_list(&list);
+            loader
+        }))
+    }
+
+    /// Waits for a background load; what it loaded and what failed become this one's.
+    pub fn join(&mut self, background: Background) {
+        match background.0.join() {
+            Ok(loader) => {
+                self.loaded.extend(loader.loaded);
+                self.failed.extend(loader.failed);
+            }
+            Err(_) => self.failed.push("the module loading thread panicked".into()),
+        }
+    }
+
     /// Loads a module after its dependencies; failures are remembered, not fatal: the
     /// device wait or the mount that needed the module says what is missing.
     pub fn load(&mut self, name: &str) -> bool {
         let name = normalize(name);
-        if self.loaded.contains(&name) || self.builtin.contains(&name) {
+        if self.loaded.contains(&name) || self.index.builtin.contains(&name) {
             return true;
         }
-        let Some((path, deps)) = self.deps.get(&name).cloned() else {
-            self.failed.push(format!("{name}: not in {}/modules.dep", self.dir.display()));
+        let Some((path, deps)) = self.index.deps.get(&name).cloned() else {
+            self.failed.push(format!("{name}: not in {}/modules.dep", self.index.dir.display()));
             return false;
         };
         // Mark first: modules.dep has no cycles, but a broken one must not recurse forever.
@@ -177,7 +203,7 @@ impl Modules {
         for dep in deps.iter().rev() {
             self.load(&name_of(dep));
         }
-        match insert(&self.dir.join(&path)) {
+        match insert(&self.index.dir.join(&path)) {
             Ok(()) => {
                 crate::debug!("loaded module {name} from {path}");
                 true
@@ -222,13 +248,18 @@ impl Modules {
     }
 
     fn matches(&self, modalias: &str) -> Vec<String> {
-        self.aliases
+        self.index
+            .aliases
             .iter()
             .filter(|(pattern, _)| glob(pattern.as_bytes(), modalias.as_bytes()))
             .map(|(_, m)| m.clone())
             .collect()
     }
 }
+
+/// Modules loading on another thread. Loading one module twice at once is safe: the
+/// kernel makes the second wait and return EEXIST.
+pub struct Background(std::thread::JoinHandle<Modules>);
 
 /// How a module file is compressed, by its name, as kmod decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,12 +384,12 @@ mod tests {
             "kernel/drivers/block/loop.ko\n",
         );
         assert_eq!(m.count(), 2);
-        assert_eq!(m.deps["ext4"].1, ["kernel/fs/jbd2/jbd2.ko", "kernel/lib/crc16.ko"]);
+        assert_eq!(m.index.deps["ext4"].1, ["kernel/fs/jbd2/jbd2.ko", "kernel/lib/crc16.ko"]);
         assert_eq!(m.matches("virtio:d00000002v00001AF4"), ["virtio_blk"]);
         assert!(m
             .matches("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01")
             .contains(&"ahci".to_string()));
-        assert!(m.builtin.contains("loop"));
+        assert!(m.index.builtin.contains("loop"));
         assert_eq!(name_of("kernel/drivers/usb/storage/usb-storage.ko"), "usb_storage");
     }
 }

@@ -188,18 +188,24 @@ struct Placed {
     fingerprint: [u8; 32],
 }
 
+/// Where a file in a mounted filesystem is, as `iso=` names it: its filesystem's UUID and
+/// its path inside that filesystem.
+pub fn location(file: &Path) -> Result<Location> {
+    let canon = std::fs::canonicalize(file).with_context(|| format!("resolving {}", file.display()))?;
+    let dev = std::fs::metadata(&canon)?.dev();
+    Ok(Location { source: Some(Source::Uuid(uuid_of(&block_device(dev)?)?)), path: path_in_fs(&canon, dev)? })
+}
+
 /// The mounted file, by FIEMAP.
 fn by_fiemap(file: &Path) -> Result<Placed> {
     let name = file.display().to_string();
-    let canon = std::fs::canonicalize(file).with_context(|| format!("resolving {name}"))?;
-    let f = File::open(&canon).with_context(|| format!("opening {name}"))?;
+    let f = File::open(file).with_context(|| format!("opening {name}"))?;
     let meta = f.metadata()?;
     let len = meta.len();
     if !meta.is_file() || len == 0 || len % 512 != 0 {
         bail!("{name} is not a regular file whose size is a whole number of 512-byte sectors");
     }
-    let dev = block_device(meta.dev())?;
-    let loc = Location { source: Some(Source::Uuid(uuid_of(&dev)?)), path: path_in_fs(&canon, meta.dev())? };
+    let loc = location(file)?;
     let runs = physical_extents(&f, len, &name)?;
     Ok(Placed { loc, runs, fingerprint: verify::fingerprint(&f, len)? })
 }
@@ -264,12 +270,8 @@ impl superblock::ReadAt for Through<'_> {
     }
 }
 
-pub fn run(file: &Path, device: Option<&Path>, cpio: Option<&Path>) -> Result<()> {
-    let name = file.display().to_string();
-    let placed = match device {
-        Some(dev) => by_scan(dev, &name)?,
-        None => by_fiemap(file)?,
-    };
+/// The `iso=`, `iso.extents=` and `iso.fingerprint=` values for a placed file.
+fn keys(placed: &Placed, name: &str) -> Result<[(&'static str, String); 3]> {
     let extents: Vec<Extent> = placed
         .runs
         .iter()
@@ -280,11 +282,28 @@ pub fn run(file: &Path, device: Option<&Path>, cpio: Option<&Path>) -> Result<()
             Ok(Extent { start: p / 512, sectors: l.div_ceil(512) })
         })
         .collect::<Result<_>>()?;
-    let keys = [
+    Ok([
         ("iso", placed.loc.to_string()),
         ("iso.extents", format_extents(&extents)),
         ("iso.fingerprint", format!("sha256:{}", verify::hex(&placed.fingerprint))),
-    ];
+    ])
+}
+
+/// The command-line words for a mounted file, or `None` when they would not fit on the
+/// command line (the boot then scans the filesystem instead).
+pub fn hint_words(file: &Path) -> Result<Option<Vec<String>>> {
+    let keys = keys(&by_fiemap(file)?, &file.display().to_string())?;
+    let words: Vec<String> = keys.iter().map(|(k, v)| word(k, v)).collect();
+    Ok((words.iter().map(|w| w.len() + 1).sum::<usize>() <= MAX_WORDS).then_some(words))
+}
+
+pub fn run(file: &Path, device: Option<&Path>, cpio: Option<&Path>) -> Result<()> {
+    let name = file.display().to_string();
+    let placed = match device {
+        Some(dev) => by_scan(dev, &name)?,
+        None => by_fiemap(file)?,
+    };
+    let keys = keys(&placed, &name)?;
     let Some(out) = cpio else {
         let words: Vec<String> = keys.iter().map(|(k, v)| word(k, v)).collect();
         let words = words.join(" ");
@@ -292,7 +311,7 @@ pub fn run(file: &Path, device: Option<&Path>, cpio: Option<&Path>) -> Result<()
             bail!(
                 "{name} has {} extents, {} bytes of command line; write them to a map archive with --cpio OUT \
                  and load it as an extra initrd",
-                extents.len(),
+                placed.runs.len(),
                 words.len()
             );
         }

@@ -280,6 +280,21 @@ impl<'a, S: Source + ?Sized> IsoFs<'a, S> {
         }
     }
 
+    /// A file's contents, refused above `max` bytes.
+    pub fn read_file(&self, node: &Node, max: u64) -> Result<Vec<u8>> {
+        let size: u64 = node.extents.iter().map(|e| e.1).sum();
+        if size > max {
+            bail!("{} has {size} bytes, more than the {max} read here", node.name);
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        for &(start, len) in &node.extents {
+            out.extend(
+                read_vec(self.src, start, len as usize).with_context(|| format!("reading {}", node.name))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// The node at an absolute path, symlinks followed within the image.
     pub fn lookup(&self, path: &str) -> Result<Option<Node>> {
         pathwalk::resolve(path, self.root.clone(), |dir, name| {

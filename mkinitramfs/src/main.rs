@@ -6,10 +6,11 @@ mod initramfs;
 mod inspect;
 mod isofs;
 mod kmods;
+mod menu;
 mod pathwalk;
 mod squashfs;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use initramfs::Compress;
 use std::path::PathBuf;
@@ -68,6 +69,44 @@ enum Cmd {
         device: Option<PathBuf>,
         file: PathBuf,
     },
+    /// Boot entries for every ISO under a folder: a grub.cfg (--grub DIR) or systemd-boot
+    /// entries with the kernels and initrds copied into the ESP (--bls DIR --esp ESP).
+    Menu {
+        #[arg(long, value_name = "DIR", required_unless_present = "bls", conflicts_with = "bls")]
+        grub: Option<PathBuf>,
+        #[arg(long, value_name = "DIR", requires = "esp")]
+        bls: Option<PathBuf>,
+        /// The mounted EFI system partition (with --bls).
+        #[arg(long)]
+        esp: Option<PathBuf>,
+        /// isoroot's `mkinitramfs --no-modules` archive; with --grub it must be on the ISOs'
+        /// filesystem, with --bls it is copied into the ESP.
+        #[arg(long)]
+        addon: PathBuf,
+        /// Where to write grub.cfg [default: standard output].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// GRUB on the serial console too (headless machines, VMs).
+        #[arg(long)]
+        serial: bool,
+        #[arg(long, default_value_t = 10)]
+        timeout: u32,
+        /// The entry GRUB boots when the timeout runs out (0 is the first).
+        #[arg(long, default_value_t = 0)]
+        default: usize,
+        /// No extent hints (the boot then scans the filesystem for the ISO).
+        #[arg(long)]
+        no_hints: bool,
+        /// Put each ISO's sha256 in its entry (iso.sha256=): checked at every boot.
+        #[arg(long)]
+        pin_sha256: bool,
+        /// More kernel command line words for every entry, e.g. "console=ttyS0 quiet".
+        #[arg(long, value_name = "WORDS", default_value = "")]
+        append: String,
+        /// A profile (YAML) to add; it overrides a built-in one of the same name.
+        #[arg(long = "profile", value_name = "FILE")]
+        profiles: Vec<PathBuf>,
+    },
     /// Say what isoroot makes of an ISO (profile, distro, kernel, root images), read without
     /// mounting it.
     Inspect {
@@ -122,6 +161,49 @@ fn main() -> Result<()> {
             })
         }
         Cmd::Extents { cpio, device, file } => extents::run(&file, device.as_deref(), cpio.as_deref()),
+        Cmd::Menu {
+            grub,
+            bls,
+            esp,
+            addon,
+            output,
+            serial,
+            timeout,
+            default,
+            no_hints,
+            pin_sha256,
+            append,
+            profiles,
+        } => {
+            let options = |dir: PathBuf| -> Result<menu::Options> {
+                Ok(menu::Options {
+                    dir,
+                    addon,
+                    profiles: inspect::profiles(&profiles)?,
+                    hints: !no_hints,
+                    pin_sha256,
+                    append: append.split_whitespace().map(String::from).collect(),
+                })
+            };
+            match (grub, bls, esp) {
+                (Some(dir), _, _) => {
+                    let cfg = menu::grub(&options(dir)?, &menu::Grub { serial, timeout, default })?;
+                    match output {
+                        Some(out) => {
+                            std::fs::write(&out, cfg).with_context(|| format!("writing {}", out.display()))
+                        }
+                        None => Ok(print!("{cfg}")),
+                    }
+                }
+                (None, Some(dir), Some(esp)) => {
+                    for entry in menu::bls(&options(dir)?, &esp)? {
+                        println!("{}", entry.display());
+                    }
+                    Ok(())
+                }
+                _ => Err(anyhow!("name --grub DIR, or --bls DIR with --esp ESP")),
+            }
+        }
         Cmd::Inspect { json, profiles, iso } => {
             let report = inspect::inspect(&iso, &inspect::profiles(&profiles)?)?;
             if json {

@@ -5,7 +5,7 @@ use crate::fixtures::{
     FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, NTFS_DIRTY_LABEL, NTFS_FRAG_LABEL, NTFS_LABEL, NTFS_PATH,
     PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
 };
-use crate::qemu::{Accel, Vm, VmSpec};
+use crate::qemu::{Accel, BootFrom, Vm, VmSpec};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -521,9 +521,11 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
     }
     let boot = |append: &str, expect: &Expect, log: PathBuf| -> Result<(), String> {
         let spec = VmSpec {
-            kernel: f.kernel.clone(),
-            initrd: Some(f.initrds[case.initrd].clone()),
-            append: format!("console=ttyS0 panic=-1 {append}"),
+            boot: BootFrom::Kernel {
+                kernel: f.kernel.clone(),
+                initrd: Some(f.initrds[case.initrd].clone()),
+                append: format!("console=ttyS0 panic=-1 {append}"),
+            },
             disks: disks.clone(),
             writable: case.then.is_some(),
             accel,
@@ -592,7 +594,7 @@ fn persistence_is_clean(disks: &[PathBuf]) -> Result<(), String> {
     fsck(&image)
 }
 
-fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
+pub fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
     match expect {
         Expect::Marker { line: want, present, absent } => {
             vm.wait_for_any(&["ISOROOT-OK"], BOOT_TIMEOUT)?;

@@ -20,9 +20,11 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         return Accel::Tcg;
     }
     let spec = VmSpec {
-        kernel: kernel.to_path_buf(),
-        initrd: None,
-        append: "console=ttyS0 panic=-1".into(),
+        boot: BootFrom::Kernel {
+            kernel: kernel.to_path_buf(),
+            initrd: None,
+            append: "console=ttyS0 panic=-1".into(),
+        },
         disks: vec![],
         writable: false,
         accel: Accel::Kvm,
@@ -39,10 +41,22 @@ pub fn detect_accel(kernel: &Path) -> Accel {
     }
 }
 
+/// How the VM starts.
+pub enum BootFrom {
+    /// QEMU loads the kernel and initrd itself.
+    Kernel { kernel: PathBuf, initrd: Option<PathBuf>, append: String },
+    /// SeaBIOS boots the first disk.
+    Bios,
+    /// OVMF (UEFI) boots the first disk; its variables live in this copy of OVMF_VARS.
+    Uefi { vars: PathBuf },
+}
+
+/// Debian's OVMF (package ovmf).
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
 pub struct VmSpec {
-    pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub append: String,
+    pub boot: BootFrom,
     /// Raw images, attached as virtio disks in this order (vda, vdb, …), read-only unless
     /// `writable`: what isoroot must not write, the VM cannot.
     pub disks: Vec<PathBuf>,
@@ -70,9 +84,18 @@ impl Vm {
         };
         c.arg("-m").arg(spec.memory_mb.to_string());
         c.args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
-        c.arg("-kernel").arg(&spec.kernel).arg("-append").arg(&spec.append);
-        if let Some(initrd) = &spec.initrd {
-            c.arg("-initrd").arg(initrd);
+        match &spec.boot {
+            BootFrom::Kernel { kernel, initrd, append } => {
+                c.arg("-kernel").arg(kernel).arg("-append").arg(append);
+                if let Some(initrd) = initrd {
+                    c.arg("-initrd").arg(initrd);
+                }
+            }
+            BootFrom::Bios => {}
+            BootFrom::Uefi { vars } => {
+                c.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+                c.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
+            }
         }
         for d in &spec.disks {
             let ro = if spec.writable { "off" } else { "on" };

@@ -47,9 +47,13 @@ WantedBy=multi-user.target
 ";
 
 /// The root image: debootstrap's minbase with systemd, the benchmark's static init at
-/// /bench-init, squashfs (zstd). Built once.
+/// /bench-init, squashfs (zstd). Built once for each version of what isoroot adds to it.
 fn root_image(dir: &Path) -> Result<PathBuf> {
-    let image = dir.join("root.squashfs");
+    use std::hash::{Hash, Hasher};
+    let source = crate::root().join("tests/fixtures/bench-init.c");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (fs::read(&source)?, ANALYZE_UNIT).hash(&mut h);
+    let image = dir.join(format!("root-{:016x}.squashfs", h.finish()));
     if image.exists() {
         return Ok(image);
     }
@@ -64,10 +68,7 @@ fn root_image(dir: &Path) -> Result<PathBuf> {
         .arg(&root)
         .arg(&mirror))
     .context("debootstrap (package debootstrap) needs to reach a Debian mirror; set ISOROOT_BENCH_MIRROR")?;
-    run(Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(root.join("bench-init"))
-        .arg(crate::root().join("tests/fixtures/bench-init.c")))?;
+    run(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(root.join("bench-init")).arg(&source))?;
     let units = root.join("etc/systemd/system");
     fs::write(units.join("isoroot-analyze.service"), ANALYZE_UNIT)?;
     fs::create_dir_all(units.join("multi-user.target.wants"))?;

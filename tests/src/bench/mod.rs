@@ -5,7 +5,7 @@
 mod fixtures;
 mod svg;
 
-use crate::qemu::{Accel, Vm, VmSpec};
+use crate::qemu::{Accel, BootFrom, Vm, VmSpec};
 use anyhow::{bail, Context, Result};
 use fixtures::{BenchFixtures, DISK_UUID, LIVEOS_ISO, LIVEOS_LABEL, LIVE_ISO};
 use std::fmt::Write;
@@ -20,6 +20,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 struct Boot {
     /// /proc/uptime when the root's init started.
     uptime: f64,
+    /// When the kernel ran the initramfs' init (its log record "Run /init as init process").
+    initramfs_start: Option<f64>,
     timings: Option<serde_json::Value>,
     read_mib_s: Option<f64>,
 }
@@ -27,7 +29,9 @@ struct Boot {
 fn parse(console: &str) -> Result<Boot> {
     let mut b = Boot::default();
     for line in console.lines() {
-        if let Some(v) = line.strip_prefix("BENCH-UPTIME ") {
+        if let Some(v) = line.strip_prefix("BENCH-INITRAMFS-START ") {
+            b.initramfs_start = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("BENCH-UPTIME ") {
             b.uptime = v.trim().parse().context("BENCH-UPTIME")?;
         } else if let Some(v) = line.strip_prefix("BENCH-TIMINGS ") {
             b.timings = Some(serde_json::from_str(v).context("BENCH-TIMINGS")?);
@@ -51,11 +55,15 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn boot(&self, e: &Entry, extra: &str, i: usize) -> Result<(Boot, String)> {
+    /// One boot; its console is kept as logs/NAME-TAG.log.
+    fn boot(&self, e: &Entry, extra: &str, tag: &str) -> Result<(Boot, String)> {
         let spec = VmSpec {
-            kernel: self.f.kernel.clone(),
-            initrd: Some(e.initrd.clone()),
-            append: format!("console=ttyS0 panic=-1 {} {extra}", e.append).trim_end().to_string(),
+            boot: BootFrom::Kernel {
+                kernel: self.f.kernel.clone(),
+                initrd: Some(e.initrd.clone()),
+                // quiet, as distributions boot: the serial console is slow under emulation.
+                append: format!("console=ttyS0 panic=-1 quiet {} {extra}", e.append).trim_end().to_string(),
+            },
             disks: vec![self.f.disk.clone()],
             writable: false,
             accel: self.accel,
@@ -68,17 +76,17 @@ impl Bench<'_> {
         if done.as_deref() == Ok("Startup finished in") {
             let _ = vm.wait_for_any(&["reboot: Power down"], Duration::from_secs(60));
         }
-        let slug = format!("{}-{i}", e.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+        let slug = format!("{}-{tag}", e.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
         let log = self.logs.join(format!("{slug}.log"));
         vm.save(&log);
         done.map_err(|why| anyhow::anyhow!("{}: {why}; console in {}", e.name, log.display()))?;
         Ok((parse(&vm.console())?, vm.console()))
     }
 
-    fn boots(&self, e: &Entry, extra: &str, n: usize) -> Result<Vec<Boot>> {
+    fn boots(&self, e: &Entry, extra: &str, n: usize, what: &str) -> Result<Vec<Boot>> {
         (0..n)
             .map(|i| {
-                let (b, _) = self.boot(e, extra, i)?;
+                let (b, _) = self.boot(e, extra, &format!("{what}{i}"))?;
                 eprintln!(
                     "bench: {} #{}: {:.2} s{}",
                     e.name,
@@ -182,7 +190,7 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
     let mut rows = Vec::new();
     let mut all_boots: Vec<(&str, Vec<Boot>)> = Vec::new();
     for e in &entries {
-        all_boots.push((e.name, b.boots(e, "init=/bench-init", n)?));
+        all_boots.push((e.name, b.boots(e, "init=/bench-init", n, "time")?));
     }
     let medians: Vec<f64> =
         all_boots.iter().map(|(_, v)| median(v.iter().map(|b| b.uptime).collect())).collect();
@@ -199,6 +207,19 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
             format!("{:.1}× isoroot standalone", m / reference),
             target,
             met,
+        ));
+    }
+    for ((name, boots), m) in all_boots.iter().zip(&medians) {
+        let share = median(boots.iter().filter_map(|b| Some(b.uptime - b.initramfs_start?)).collect());
+        let reference =
+            median(all_boots[0].1.iter().filter_map(|b| Some(b.uptime - b.initramfs_start?)).collect());
+        rows.push(row(
+            "1 of which the initramfs (Run /init → root's init)",
+            name,
+            format!("{share:.2} s of {m:.2} s"),
+            format!("{:.1}× isoroot standalone", share / reference),
+            "",
+            None,
         ));
     }
     let sizes = [
@@ -323,7 +344,7 @@ fn read_rows(b: &Bench, entries: &[Entry], iso: &str, rows: &mut Vec<Row>) -> Re
     ];
     let mut rates = Vec::new();
     for (what, e, read) in runs {
-        let boots = b.boots(e, &format!("init=/bench-init {read}"), 3)?;
+        let boots = b.boots(e, &format!("init=/bench-init {read}"), 3, "read")?;
         let rate = median(boots.iter().filter_map(|b| b.read_mib_s).collect());
         if rate.is_nan() {
             bail!("no read rate from the {what} boots ({iso})");
@@ -352,7 +373,7 @@ fn read_rows(b: &Bench, entries: &[Entry], iso: &str, rows: &mut Vec<Row>) -> Re
 
 /// Boots the root's own systemd through isoroot and returns systemd-analyze's line.
 fn analyze(b: &Bench, e: &Entry) -> Result<String> {
-    let (_, console) = b.boot(e, "bench.analyze", 0)?;
+    let (_, console) = b.boot(e, "bench.analyze", "systemd")?;
     console
         .lines()
         .find(|l| l.contains("Startup finished in"))

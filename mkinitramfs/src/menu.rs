@@ -1,0 +1,285 @@
+//! `isoroot menu`: boot entries for every ISO in a folder. Each entry boots the ISO's own
+//! kernel and initrd followed by isoroot's `--no-modules` addon (the combined boot), with
+//! `rdinit=/isoroot/init`, the profile's tokens and `iso=` (plus extent hints when they fit).
+//! GRUB entries read the kernel through `loopback`; systemd-boot cannot read an ISO, so its
+//! Type #1 entries get copies of the kernel and initrd in the ESP, deduplicated by content.
+
+use crate::extents;
+use crate::inspect::{self, Report};
+use crate::isofs::IsoFs;
+use anyhow::{bail, Context, Result};
+use isoroot_init::cmdline::Location;
+use isoroot_profiles::Profile;
+use sha2::{Digest, Sha256};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Kernels and initrds larger than this are not ISO boot files.
+const MAX_BOOT_FILE: u64 = 1 << 30;
+/// The ISO's own boot configurations, where NixOS names its generation's init.
+const OWN_CONFIGS: &[&str] =
+    &["/boot/grub/loopback.cfg", "/boot/grub/grub.cfg", "/EFI/boot/grub.cfg", "/isolinux/isolinux.cfg"];
+const OWN_LOOPBACK: &str = "/boot/grub/loopback.cfg";
+
+pub struct Options {
+    pub dir: PathBuf,
+    /// isoroot's `--no-modules` archive.
+    pub addon: PathBuf,
+    pub profiles: Vec<Profile>,
+    pub hints: bool,
+    pub pin_sha256: bool,
+    /// More kernel command line words for every entry (`console=ttyS0`, `quiet`).
+    pub append: Vec<String>,
+}
+
+/// One ISO and what its entry needs.
+struct Iso {
+    file: PathBuf,
+    loc: Location,
+    uuid: String,
+    report: Report,
+    title: String,
+    slug: String,
+    /// The kernel command line, `rdinit=` and `iso=` included.
+    cmdline: Vec<String>,
+    has_loopback_cfg: bool,
+}
+
+/// Every `*.iso` under `dir`, in path order.
+fn find_isos(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = e?.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|x| x.eq_ignore_ascii_case("iso")) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sha256_hex(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(isoroot_init::verify::hex(&h.finalize()))
+}
+
+/// `init=` from the ISO's own boot configuration (NixOS names its generation there).
+fn own_init(iso: &IsoFs<'_, std::fs::File>) -> Option<String> {
+    OWN_CONFIGS.iter().find_map(|p| {
+        let node = iso.lookup(p).ok()??;
+        let text = String::from_utf8_lossy(&iso.read_file(&node, 1 << 20).ok()?).into_owned();
+        text.split_whitespace().find(|w| w.starts_with("init=/")).map(String::from)
+    })
+}
+
+/// A word for the kernel command line, quoted when it holds white space.
+fn kernel_word(key: &str, value: &str) -> String {
+    if value.contains(char::is_whitespace) {
+        format!("{key}=\"{value}\"")
+    } else {
+        format!("{key}={value}")
+    }
+}
+
+fn prepare(file: &Path, o: &Options) -> Result<Iso> {
+    let report = inspect::inspect(file, &o.profiles)?;
+    let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let loc = extents::location(file)?;
+    let Some(isoroot_init::cmdline::Source::Uuid(uuid)) = loc.source.clone() else {
+        bail!("{}: no filesystem UUID", file.display());
+    };
+    let f = std::fs::File::open(file)?;
+    let fs = IsoFs::open(&f)?;
+    let has_loopback_cfg = fs.lookup(OWN_LOOPBACK)?.is_some();
+    let what = match (&report.distro, &report.version) {
+        (Some(d), Some(v)) if !d.contains(v.as_str()) => format!("{d} {v}"),
+        (Some(d), _) => d.clone(),
+        (None, _) => report.label.clone(),
+    };
+    let slug: String = name
+        .trim_end_matches(".iso")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut cmdline: Vec<String> =
+        report.cmdline.iter().flat_map(|c| c.split_whitespace()).map(String::from).collect();
+    cmdline.push("rdinit=/isoroot/init".into());
+    if let Some(profile) = o.profiles.iter().find(|p| Some(&p.name) == report.profile.as_ref()) {
+        if profile.init.is_none() {
+            match own_init(&fs) {
+                Some(init) => cmdline.push(init),
+                None => eprintln!(
+                    "isoroot menu: {name}: profile {} needs init=, and the ISO's own menu names none",
+                    profile.name
+                ),
+            }
+        }
+    }
+    let hints = if o.hints {
+        extents::hint_words(file).unwrap_or_else(|e| {
+            eprintln!("isoroot menu: {name}: no extent hints ({e:#}); the boot scans the filesystem");
+            None
+        })
+    } else {
+        None
+    };
+    match hints {
+        Some(words) => cmdline.extend(words),
+        None => cmdline.push(kernel_word("iso", &loc.to_string())),
+    }
+    if o.pin_sha256 {
+        cmdline.push(format!("iso.sha256={}", sha256_hex(file)?));
+    }
+    cmdline.extend(o.append.iter().cloned());
+    Ok(Iso {
+        file: file.to_path_buf(),
+        loc,
+        uuid,
+        title: format!("{what} ({name})"),
+        slug,
+        cmdline,
+        has_loopback_cfg,
+        report,
+    })
+}
+
+fn isos(o: &Options) -> Result<Vec<Iso>> {
+    let mut out = Vec::new();
+    for file in find_isos(&o.dir)? {
+        match prepare(&file, o) {
+            Ok(iso) => out.push(iso),
+            Err(e) => eprintln!("isoroot menu: skipping {}: {e:#}", file.display()),
+        }
+    }
+    Ok(out)
+}
+
+/// GRUB quoting: single quotes keep everything, double quotes for the kernel included.
+fn gq(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:+,@".contains(c)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+pub struct Grub {
+    pub serial: bool,
+    pub timeout: u32,
+    pub default: usize,
+}
+
+pub fn grub(o: &Options, g: &Grub) -> Result<String> {
+    let addon = extents::location(&o.addon).context("the addon must be on a mounted filesystem")?;
+    let mut s = format!(
+        "# Written by `isoroot menu --grub {}`: every ISO under it, in path order.\n\
+         set timeout={}\nset default={}\n",
+        o.dir.display(),
+        g.timeout,
+        g.default
+    );
+    if g.serial {
+        s.push_str(
+            "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n",
+        );
+    }
+    s.push_str("insmod part_msdos\ninsmod part_gpt\ninsmod ext2\ninsmod fat\ninsmod exfat\ninsmod ntfs\ninsmod iso9660\ninsmod loopback\n");
+    let addon_uuid = match &addon.source {
+        Some(isoroot_init::cmdline::Source::Uuid(u)) => u.clone(),
+        _ => bail!("{}: no filesystem UUID", o.addon.display()),
+    };
+    for iso in isos(o)? {
+        let search = format!("    search --no-floppy --fs-uuid --set=root {}\n", iso.uuid);
+        if let (Some(kernel), Some(initrd)) = (iso.report.kernel.first(), iso.report.initrd.first()) {
+            if iso.report.unsupported.is_none() {
+                if addon_uuid != iso.uuid {
+                    bail!(
+                        "{} is on another filesystem than {}: put the addon beside the ISOs",
+                        o.addon.display(),
+                        iso.file.display()
+                    );
+                }
+                let args: Vec<String> = iso.cmdline.iter().map(|w| gq(w)).collect();
+                let _ = write!(
+                    s,
+                    "\nmenuentry {} --id {} {{\n{search}    loopback loop {}\n    linux (loop){} {}\n    initrd (loop){} {}\n}}\n",
+                    gq(&iso.title),
+                    gq(&format!("isoroot-{}", iso.slug)),
+                    gq(&iso.loc.path),
+                    gq(kernel),
+                    args.join(" "),
+                    gq(initrd),
+                    gq(&addon.path),
+                );
+            }
+        } else if iso.report.unsupported.is_none() {
+            eprintln!(
+                "isoroot menu: {}: no kernel and initrd found where profile {} keeps them",
+                iso.file.display(),
+                iso.report.profile.as_deref().unwrap_or("-")
+            );
+        }
+        if let Some(why) = &iso.report.unsupported {
+            let _ = writeln!(s, "\n# {}: not bootable through isoroot: {why}", iso.title);
+        }
+        if iso.has_loopback_cfg {
+            let _ = write!(
+                s,
+                "\nmenuentry {} --id {} {{\n    set iso_path={}\n    export iso_path\n{search}    loopback loop \"$iso_path\"\n    set root=(loop)\n    configfile {OWN_LOOPBACK}\n}}\n",
+                gq(&format!("{} — the ISO's own menu", iso.title)),
+                gq(&format!("isoroot-{}-own", iso.slug)),
+                gq(&iso.loc.path),
+            );
+        }
+    }
+    Ok(s)
+}
+
+/// systemd-boot's Type #1 entries in `esp`, with the kernels and initrds copied there.
+pub fn bls(o: &Options, esp: &Path) -> Result<Vec<PathBuf>> {
+    let dir = esp.join("isoroot");
+    let entries = esp.join("loader/entries");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&entries)?;
+    std::fs::copy(&o.addon, dir.join("isoroot-addon.img"))
+        .with_context(|| format!("copying {}", o.addon.display()))?;
+    let mut written = Vec::new();
+    for iso in isos(o)? {
+        let (Some(kernel), Some(initrd)) = (iso.report.kernel.first(), iso.report.initrd.first()) else {
+            continue;
+        };
+        if iso.report.unsupported.is_some() {
+            continue;
+        }
+        let f = std::fs::File::open(&iso.file)?;
+        let fs = IsoFs::open(&f)?;
+        // Content-addressed: ISOs that share a kernel (or an initrd) share the copy.
+        let copy = |path: &str| -> Result<String> {
+            let node = fs.lookup(path)?.with_context(|| format!("{path} in {}", iso.file.display()))?;
+            let bytes = fs.read_file(&node, MAX_BOOT_FILE)?;
+            let name = format!("{}.{}", &isoroot_init::verify::hex(&Sha256::digest(&bytes))[..16], node.name);
+            let target = dir.join(&name);
+            if !target.exists() {
+                std::fs::write(&target, &bytes).with_context(|| format!("writing {}", target.display()))?;
+            }
+            Ok(format!("/isoroot/{name}"))
+        };
+        let (linux, initrd) = (copy(kernel)?, copy(initrd)?);
+        let entry = entries.join(format!("isoroot-{}.conf", iso.slug));
+        let version = iso.report.version.clone().unwrap_or_default();
+        let text = format!(
+            "title   {}\nversion {version}\nlinux   {linux}\ninitrd  {initrd}\ninitrd  /isoroot/isoroot-addon.img\noptions {}\n",
+            iso.title,
+            iso.cmdline.join(" ")
+        );
+        std::fs::write(&entry, text).with_context(|| format!("writing {}", entry.display()))?;
+        written.push(entry);
+    }
+    Ok(written)
+}
