@@ -17,9 +17,31 @@ use std::path::Path;
 
 const STATE: &str = "/run/isoroot/state";
 
+/// Where isoroot runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// PID 1 of the initramfs: it switches root (or hands off) itself.
+    Pid1,
+    /// A program in dracut's initramfs (dracut-module/90isoroot): it mounts the live root
+    /// where dracut says, and dracut, which already runs the distro's initrd, switches root.
+    Dracut,
+}
+
+/// What [`assemble`] got ready.
+enum Assembled {
+    /// The live root is mounted on the new root and has this init.
+    Root { init: String, rescue: bool },
+    /// The distro's initrd takes the attached ISO from here.
+    HandOff { attached: Attached, profile: String },
+}
+
 /// Whether to hand the ISO to the distro's initrd: `iso.mode=` decides, else the profile,
 /// as long as there is a distro initrd to hand it to.
-fn hands_off(c: &Cmdline, profile: &Profile) -> Result<bool> {
+fn hands_off(c: &Cmdline, profile: &Profile, role: Role) -> Result<bool> {
+    if role == Role::Dracut {
+        // Already inside the distro's initrd: its hooks run after the root is mounted.
+        return Ok(false);
+    }
     let present = handoff::distro_init_present();
     match c.mode {
         Some(Mode::SwitchRoot) => Ok(false),
@@ -49,7 +71,9 @@ fn with_module_failures(e: anyhow::Error, modules: &Modules) -> anyhow::Error {
     anyhow!("{e:#}\nkernel modules that failed to load:\n  {}", modules.failed.join("\n  "))
 }
 
-pub fn boot(sys: &mut Linux) -> Result<Infallible> {
+/// The boot up to the new root: attach the ISO, pick the profile, mount the live root on
+/// `newroot` (or decide to hand off).
+fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     timings::restart();
     let raw = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let mut cmdline = cmdline::parse(raw.trim_end())
@@ -106,9 +130,9 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
     )?;
     let label = attached.iso.label.as_deref().unwrap_or("no label");
     crate::info!("{name} ({label}): profile {}, {} root image(s)", plan.profile.name, plan.layers.len());
-    if hands_off(&cmdline, &plan.profile)? {
+    if hands_off(&cmdline, &plan.profile, role)? {
         timings::mark("profile");
-        return handoff::hand_off(sys, &attached, &plan.profile.name);
+        return Ok(Assembled::HandOff { attached, profile: plan.profile.name });
     }
     let init = match (&cmdline.init, &plan.profile.init) {
         (Some(init), _) | (None, Some(init)) => init.clone(),
@@ -129,27 +153,60 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
             Upper::Tmpfs(cmdline.overlay_size.clone())
         }
     };
-    liveroot::mount_root(sys, &plan, &attached.dev, &upper)
+    liveroot::mount_root(sys, &plan, &attached.dev, &upper, newroot)
         .map_err(|e| with_module_failures(e, &hw.modules))?;
     write_state(&cmdline, &plan, &attached)?;
+    switchroot::check_init(newroot, &init)?;
+    sys.keep();
+    timings::mark("mount root");
+    Ok(Assembled::Root { init, rescue: cmdline.rescue })
+}
 
-    switchroot::check_init(Path::new(NEWROOT), &init)?;
-    if cmdline.rescue {
+fn write_timings() {
+    if let Err(e) = timings::write() {
+        crate::warn!("{e:#}");
+    }
+}
+
+/// PID 1's boot: it ends in the live root's init or the distro's initrd, or returns why not.
+pub fn boot(sys: &mut Linux) -> Result<Infallible> {
+    let newroot = Path::new(NEWROOT);
+    let (init, rescue) = match assemble(sys, newroot, Role::Pid1)? {
+        Assembled::HandOff { attached, profile } => {
+            write_timings();
+            return handoff::hand_off(sys, &attached, &profile);
+        }
+        Assembled::Root { init, rescue } => (init, rescue),
+    };
+    if rescue {
         pid1::rescue_shell(&format!(
             "iso.rescue: the new root is ready at {NEWROOT}; `exit` goes on to {init}"
         ));
     }
-    sys.keep();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    if switchroot::is_systemd(Path::new(NEWROOT), &init) {
+    if switchroot::is_systemd(newroot, &init) {
         args.extend(timings::systemd_args()?);
     }
-    timings::mark("mount root");
-    if let Err(e) = timings::write() {
-        crate::warn!("{e:#}");
-    }
+    write_timings();
     crate::info!("starting {init}");
-    switchroot::switch_root(Path::new(NEWROOT), &init, &args)
+    switchroot::switch_root(newroot, &init, &args)
+}
+
+/// dracut's mount hook: the live root mounted on `newroot`, for dracut to switch to.
+pub fn mount_only(newroot: &Path) -> Result<()> {
+    let mut sys = Linux::default();
+    match assemble(&mut sys, newroot, Role::Dracut) {
+        Ok(Assembled::Root { init, .. }) => {
+            write_timings();
+            crate::info!("the live root is on {}; dracut goes on to {init}", newroot.display());
+            Ok(())
+        }
+        Ok(Assembled::HandOff { .. }) => unreachable!("hands_off() is false for Role::Dracut"),
+        Err(e) => {
+            sys.undo();
+            Err(e)
+        }
+    }
 }
 
 /// What isoroot did, for the booted system and for tests: `key=value` lines.

@@ -62,9 +62,6 @@ pub fn hand_off(sys: &mut Linux, attached: &Attached, profile: &str) -> Result<I
         crate::warn!("{}: no udev record ({e}); a udev-based initrd may not see the device", node.display());
     }
     crate::info!("profile {profile}: handing {} to the distro's {DISTRO_INIT}", node.display());
-    if let Err(e) = crate::timings::write() {
-        crate::warn!("{e:#}");
-    }
     // The kernel's default, which the distro's init expects to find.
     let _ = nix::sys::reboot::set_cad_enabled(true);
     for api in ["/proc", "/sys"] {

@@ -159,16 +159,21 @@ fn mount_image(sys: &mut dyn Sys, file: &Path, dev: &Path, kind: FsKind, target:
 }
 
 /// Mounts each root image read-only (or the image nested in it), a tmpfs for the writable
-/// layer, the overlay on [`NEWROOT`] (or, for a tmpfs root, where the profile puts it), and
+/// layer, the overlay on `newroot` (or, for a tmpfs root, where the profile puts it), and
 /// moves the medium where the profile exposes it.
-pub fn mount_root(sys: &mut dyn Sys, plan: &Plan, iso_dev: &Path, upper_layer: &Upper) -> Result<()> {
+pub fn mount_root(
+    sys: &mut dyn Sys,
+    plan: &Plan,
+    iso_dev: &Path,
+    upper_layer: &Upper,
+    newroot: &Path,
+) -> Result<()> {
     let p = &plan.profile;
-    let newroot = Path::new(NEWROOT);
-    sys.mkdir_all(newroot).context("creating /newroot")?;
+    sys.mkdir_all(newroot).with_context(|| format!("creating {}", newroot.display()))?;
     let tmpfs_root = p.overlay_on != "/";
     if tmpfs_root {
         sys.mount("tmpfs", newroot, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=0755")
-            .context("mounting the tmpfs root on /newroot")?;
+            .with_context(|| format!("mounting the tmpfs root on {}", newroot.display()))?;
     }
     // Paths under /run move into the new root with /run; others are made inside it.
     let place = |path: &str| -> PathBuf {
@@ -267,7 +272,8 @@ mod tests {
             layers: vec!["/run/isoroot/medium/live/filesystem.squashfs".into()],
         };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, Path::new("/dev/mapper/debian"), &Upper::Tmpfs(None)).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/mapper/debian"), &Upper::Tmpfs(None), Path::new(NEWROOT))
+            .unwrap();
         assert_eq!(
             sys.calls,
             [
@@ -296,7 +302,14 @@ mod tests {
                 .collect(),
         };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), &Upper::Tmpfs(Some("1G".into()))).unwrap();
+        mount_root(
+            &mut sys,
+            &plan,
+            Path::new("/dev/loop9"),
+            &Upper::Tmpfs(Some("1G".into())),
+            Path::new(NEWROOT),
+        )
+        .unwrap();
         let overlay = sys.calls.iter().find(|c| c.starts_with("mount overlay")).unwrap();
         assert!(overlay.contains(
             "lowerdir=/run/casper/layers/minimal.standard.live.squashfs:/run/casper/layers/minimal.standard.squashfs:/run/casper/layers/minimal.squashfs,"
@@ -317,6 +330,7 @@ mod tests {
             &plan,
             Path::new("/dev/loop9"),
             &Upper::Ext4("/dev/mapper/isoroot-persist".into()),
+            Path::new(NEWROOT),
         )
         .unwrap();
         // Not contiguous: the loop is on the file.
@@ -334,7 +348,8 @@ mod tests {
         let plan =
             Plan { profile: builtin("nixos"), layers: vec!["/run/isoroot/medium/nix-store.squashfs".into()] };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, Path::new("/dev/mapper/nixos"), &Upper::Tmpfs(None)).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/mapper/nixos"), &Upper::Tmpfs(None), Path::new(NEWROOT))
+            .unwrap();
         let want = [
             "mount tmpfs /newroot tmpfs mode=0755",
             "mount /dev/loop0 /newroot/nix/.ro-store squashfs ro",
@@ -354,7 +369,8 @@ mod tests {
             layers: vec!["/run/isoroot/medium/LiveOS/squashfs.img".into()],
         };
         let mut sys = Recorder::default();
-        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), &Upper::Tmpfs(None)).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), &Upper::Tmpfs(None), Path::new(NEWROOT))
+            .unwrap();
         let nested = [
             "mount /dev/loop0 /run/initramfs/squashfs squashfs ro",
             "loop /dev/loop1 /run/initramfs/squashfs/LiveOS/rootfs.img 0+0",
@@ -364,7 +380,8 @@ mod tests {
         let at = sys.calls.iter().position(|c| c == nested[0]).unwrap();
         assert_eq!(sys.calls[at..at + 4], nested);
         let mut sys = Recorder { absent: vec!["LiveOS/rootfs.img"], ..Recorder::default() };
-        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), &Upper::Tmpfs(None)).unwrap();
+        mount_root(&mut sys, &plan, Path::new("/dev/loop9"), &Upper::Tmpfs(None), Path::new(NEWROOT))
+            .unwrap();
         assert!(sys.calls.contains(&"mount /dev/loop0 /run/initramfs/squashfs squashfs ro".to_string()));
         assert!(sys.calls.contains(&"move /run/initramfs/squashfs /run/rootfsbase".to_string()));
         assert!(sys

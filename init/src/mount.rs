@@ -55,7 +55,21 @@ impl Sys for Linux {
     }
 
     fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()> {
-        nix::mount::mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+        let moved = nix::mount::mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>);
+        if moved == Err(nix::errno::Errno::EINVAL) {
+            // A mount under a shared parent cannot be moved (systemd makes / shared, as in
+            // dracut's initramfs): bind it where it goes and detach it from where it was.
+            nix::mount::mount(
+                Some(from),
+                to,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )?;
+            nix::mount::umount2(from, MntFlags::MNT_DETACH)?;
+        } else {
+            moved?;
+        }
         // Mounts below `from` moved with it.
         for m in &mut self.mounted {
             if let Ok(rest) = m.strip_prefix(from) {

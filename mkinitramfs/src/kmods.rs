@@ -196,6 +196,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_dracut_module_loads_what_isoroot_always_loads() {
+        let setup = include_str!("../../dracut-module/90isoroot/module-setup.sh");
+        let listed: Vec<&str> = setup.split_whitespace().collect();
+        for m in ALWAYS {
+            assert!(listed.contains(m), "dracut-module/90isoroot/module-setup.sh lacks {m}");
+        }
+    }
+
+    #[test]
     fn softdeps_split_pre_and_post() {
         let s = softdeps("# c\nsoftdep ext4 pre: crypto-crc32c\nsoftdep cifs gcm post: x y\n");
         assert_eq!(s["ext4"], (vec!["crypto-crc32c".to_string()], vec![]));

@@ -192,7 +192,10 @@ fn main() -> Result<()> {
                         Some(out) => {
                             std::fs::write(&out, cfg).with_context(|| format!("writing {}", out.display()))
                         }
-                        None => Ok(print!("{cfg}")),
+                        None => {
+                            print!("{cfg}");
+                            Ok(())
+                        }
                     }
                 }
                 (None, Some(dir), Some(esp)) => {

@@ -232,7 +232,7 @@ pub fn grub(o: &Options, g: &Grub) -> Result<String> {
             let _ = write!(
                 s,
                 "\nmenuentry {} --id {} {{\n    set iso_path={}\n    export iso_path\n{search}    loopback loop \"$iso_path\"\n    set root=(loop)\n    configfile {OWN_LOOPBACK}\n}}\n",
-                gq(&format!("{} — the ISO's own menu", iso.title)),
+                gq(&format!("{}, with the ISO's own menu", iso.title)),
                 gq(&format!("isoroot-{}-own", iso.slug)),
                 gq(&iso.loc.path),
             );

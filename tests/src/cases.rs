@@ -5,7 +5,7 @@ use crate::fixtures::{
     FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, NTFS_DIRTY_LABEL, NTFS_FRAG_LABEL, NTFS_LABEL, NTFS_PATH,
     PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
 };
-use crate::qemu::{Accel, BootFrom, Vm, VmSpec};
+use crate::qemu::{Accel, BootFrom, Vm, VmSpec, OVMF_VARS};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -40,6 +40,15 @@ pub struct Case {
     /// commands (a key press, a disk plugged in late).
     pub during: Option<During>,
     pub memory_mb: u32,
+    /// Boot the first disk through this firmware and its boot loader instead of handing
+    /// QEMU the kernel (`append` and `initrd` are then unused).
+    pub firmware: Option<Firmware>,
+}
+
+#[derive(Clone, Copy)]
+pub enum Firmware {
+    Bios,
+    Uefi,
 }
 
 pub struct During {
@@ -73,6 +82,7 @@ impl Case {
             then: None,
             during: None,
             memory_mb: 512,
+            firmware: None,
         }
     }
 }
@@ -520,12 +530,23 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
         }
     }
     let boot = |append: &str, expect: &Expect, log: PathBuf| -> Result<(), String> {
-        let spec = VmSpec {
-            boot: BootFrom::Kernel {
+        let boot = match case.firmware {
+            None => BootFrom::Kernel {
                 kernel: f.kernel.clone(),
                 initrd: Some(f.initrds[case.initrd].clone()),
                 append: format!("console=ttyS0 panic=-1 {append}"),
             },
+            Some(Firmware::Bios) => BootFrom::Bios,
+            Some(Firmware::Uefi) => {
+                // UEFI variables are written at boot: each VM gets its own copy.
+                let vars = f.dir.join(format!("{slug}.vars"));
+                std::fs::copy(OVMF_VARS, &vars)
+                    .map_err(|e| format!("copying {OVMF_VARS} (package ovmf): {e}"))?;
+                BootFrom::Uefi { vars }
+            }
+        };
+        let spec = VmSpec {
+            boot,
             disks: disks.clone(),
             writable: case.then.is_some(),
             accel,

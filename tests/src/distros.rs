@@ -125,6 +125,12 @@ pub fn build(work: &Path, isos: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
     })?;
     make("nixos.iso", "nixos-minimal-24.11-x86_64", &|t| {
         touch(t, &["/boot/bzImage", "/boot/initrd", "/version.txt"])?;
+        // Where a NixOS boot entry names its generation's init (`isoroot menu` reads it).
+        fs::create_dir_all(t.join("boot/grub"))?;
+        fs::write(
+            t.join("boot/grub/loopback.cfg"),
+            format!("menuentry \"NixOS\" {{\n    linux /boot/bzImage init={NIXOS_INIT} findiso=${{iso_path}}\n    initrd /boot/initrd\n}}\n"),
+        )?;
         nixos_store(work, &t.join("nix-store.squashfs"))
     })?;
     make("tails.iso", "TAILS 6.9 - 20241029", &|t| {
@@ -199,5 +205,25 @@ fn recompress(initrd: &Path, kver: &str, out: &Path) -> Result<()> {
     );
     run(Command::new("sh").arg("-c").arg(script))?;
     fs::remove_dir_all(&un)?;
+    Ok(())
+}
+
+/// Debian's dracut with isoroot's dracut module (dracut-module/90isoroot), enabled with
+/// `--add isoroot` as the README says, from a copy of dracut's module tree so that the
+/// host's stays as it is. Rebuilt each run: it holds this build's isoroot-init.
+pub fn dracut_with_isoroot(init: &Path, kver: &str, work: &Path, out: &Path) -> Result<()> {
+    let base = work.join("dracut-base");
+    run(Command::new("cp").arg("-a").arg("/usr/lib/dracut").arg(&base))?;
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(crate::root().join("dracut-module/90isoroot"))
+        .arg(base.join("modules.d")))?;
+    run(Command::new("dracut")
+        .env("dracutbasedir", &base)
+        .env("ISOROOT_INIT", init)
+        .args(["--quiet", "--force", "--no-hostonly", "--no-hostonly-cmdline", "--add", "isoroot"])
+        .arg(out)
+        .arg(kver))
+    .context("dracut --add isoroot")?;
     Ok(())
 }

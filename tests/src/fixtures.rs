@@ -512,6 +512,12 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     fs::rename(tree.join("live/debian.squashfs"), tree.join("live/filesystem.squashfs"))?;
     fs::write(tree.join("live/vmlinuz"), "not a kernel")?;
     fs::write(tree.join("live/initrd.img"), "not an initrd")?;
+    // The ISO's own GRUB menu for loopback boots, as live-build writes one.
+    fs::create_dir_all(tree.join("boot/grub"))?;
+    fs::write(
+        tree.join("boot/grub/loopback.cfg"),
+        "menuentry \"Live system\" {\n    linux /live/vmlinuz boot=live components findiso=${iso_path}\n    initrd /live/initrd.img\n}\n",
+    )?;
     let debian = isos.join("debian-live.iso");
     iso(&tree, "d-live 12.8.0 st amd64", &debian)?;
     // The same without Rock Ridge: Joliet names only, and plain ISO 9660 names only.
@@ -686,6 +692,10 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     for (name, distro) in crate::distros::third_party(&dir, &kver)? {
         initrds.insert(name, appended(name, &[&distro, &no_modules])?);
     }
+    disks.extend(crate::bootloaders::build(isoroot, init, &kernel, &plain, &work, &dir)?);
+    let dracut = dir.join("initrd-dracut-isoroot.img");
+    crate::distros::dracut_with_isoroot(init, &kver, &work, &dracut)?;
+    initrds.insert("dracut-isoroot", dracut);
     initrds.insert("plain", plain);
     let kept = dir.join("isos");
     if kept.exists() {

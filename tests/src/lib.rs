@@ -3,6 +3,7 @@
 //! initramfs and asserts what the serial console says.
 
 pub mod bench;
+pub mod bootloaders;
 pub mod cases;
 pub mod distros;
 pub mod fixtures;

@@ -1,9 +1,10 @@
 //! One boot per distro profile, the combined boots with third-party initrds, the handoff
 //! boots, and the command line spellings of other tools.
 
-use crate::cases::{and, failure, marker, marker_line, Case, Expect};
+use crate::cases::{and, failure, marker, marker_line, Action, Case, During, Expect, Firmware};
 use crate::distros::NIXOS_INIT;
 use crate::fixtures::{Fixtures, DISTROS_UUID, EXFAT_DEBIAN, EXFAT_FEDORA, EXFAT_LABEL, EXT4_UUID};
+use std::time::Duration;
 
 fn distro(name: &'static str, iso: &str, expect: Expect) -> Case {
     Case::new(name, &["ext4-distros"], format!("iso=UUID={DISTROS_UUID}:/isos/{iso}"), expect)
@@ -24,12 +25,40 @@ fn combined(
     }
 }
 
+/// A boot through a boot loader on a disk `isoroot menu` made entries for.
+fn loader(
+    name: &'static str,
+    disk: &'static str,
+    firmware: Firmware,
+    keys: Option<&'static str>,
+    expect: Expect,
+) -> Case {
+    let during = keys.map(|k| During {
+        when: "GNU GRUB",
+        after: Duration::from_secs(1),
+        actions: vec![Action::Type(k)],
+    });
+    Case { firmware: Some(firmware), during, ..Case::new(name, &[disk], String::new(), expect) }
+}
+
 pub fn all(_f: &Fixtures) -> Vec<Case> {
+    // The entries carry the extent hints `isoroot menu` took, and isoroot's own tokens.
+    let from_menu = |e: Expect| and(e, &["rdinit=/isoroot/init", "dm-linear from extent hints"], &[]);
+    let arch = || from_menu(marker("archiso", "/run/archiso/bootmnt", "arch", "arch"));
+    let fedora = || from_menu(marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"));
+    let debian_menu = || from_menu(marker("debian-live", "/run/live/medium", "debian", "debian"));
     let fallback =
         |p: &str| format!("profile {p} hands off to the distro's own initrd, which this initramfs lacks");
     let debian = || marker("debian-live", "/run/live/medium", "debian", "debian");
     let exfat = |path: &str| format!("iso=\"LABEL={EXFAT_LABEL}:{path}\" iso.mode=handoff");
     vec![
+        // Boot loaders with the entries of `isoroot menu`, in path order: archlinux,
+        // debian-live, debian-live with its own loopback.cfg, fedora ('v' moves down in
+        // GRUB's menu).
+        loader("GRUB for BIOS (SeaBIOS), isoroot menu: the default entry", "grub-bios", Firmware::Bios, None, arch()),
+        loader("GRUB for BIOS, isoroot menu: the fourth entry by key", "grub-bios", Firmware::Bios, Some("vvv\r"), fedora()),
+        loader("GRUB for UEFI (OVMF), isoroot menu: the second entry by key", "grub-uefi", Firmware::Uefi, Some("v\r"), debian_menu()),
+        loader("systemd-boot (OVMF), isoroot menu --bls entries", "systemd-boot", Firmware::Uefi, None, fedora()),
         distro(
             "fedora-liveos: ext4 root nested in the squashfs",
             "fedora.iso",
@@ -161,6 +190,17 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
                 &[],
             ),
         ),
+        // dracut stays PID 1; its mount hook runs isoroot, which mounts the live root.
+        Case {
+            initrd: "dracut-isoroot",
+            memory_mb: 1024,
+            ..Case::new(
+                "dracut with isoroot's module (dracut --add isoroot), iso=",
+                &["ext4-debian"],
+                format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
+                and(debian(), &["the live root is on /sysroot; dracut goes on to /sbin/init"], &[]),
+            )
+        },
         // Handoff: isoroot finds the ISO where the distro's own ISO support fails (exFAT, a
         // space in the path) and the distro's initrd boots it from /dev/mapper/isoroot.
         combined(

@@ -36,6 +36,12 @@ const PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "zstd",
+    // Boot loaders and firmware for the `isoroot menu` tests.
+    "grub-pc-bin",
+    "grub-efi-amd64-bin",
+    "grub2-common",
+    "ovmf",
+    "systemd-boot-efi",
     // The benchmark's Debian root.
     "debootstrap",
 ];
