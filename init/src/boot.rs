@@ -32,7 +32,7 @@ enum Assembled {
     /// The live root is mounted on the new root and has this init.
     Root { init: String, rescue: bool },
     /// The distro's initrd takes the attached ISO from here.
-    HandOff { attached: Attached, profile: String },
+    HandOff { attached: Box<Attached>, profile: String },
 }
 
 /// Whether to hand the ISO to the distro's initrd: `iso.mode=` decides, else the profile,
@@ -132,7 +132,7 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     crate::info!("{name} ({label}): profile {}, {} root image(s)", plan.profile.name, plan.layers.len());
     if hands_off(&cmdline, &plan.profile, role)? {
         timings::mark("profile");
-        return Ok(Assembled::HandOff { attached, profile: plan.profile.name });
+        return Ok(Assembled::HandOff { attached: Box::new(attached), profile: plan.profile.name });
     }
     let init = match (&cmdline.init, &plan.profile.init) {
         (Some(init), _) | (None, Some(init)) => init.clone(),

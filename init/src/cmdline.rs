@@ -186,7 +186,9 @@ fn unescape_udev(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
-            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+            // Bytes, not a str slice: the two after `\x` may start a multi-byte character.
+            let hex = std::str::from_utf8(&b[i + 2..i + 4]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
                 i += 4;
                 continue;
@@ -262,7 +264,8 @@ fn parse_extents(key: &str, v: &str) -> Result<Vec<Extent>, CmdlineError> {
 
 fn parse_sha256(key: &str, v: &str) -> Result<[u8; 32], CmdlineError> {
     let expected = "64 hexadecimal digits";
-    if v.len() != 64 {
+    // ASCII first: 64 bytes of anything else could split a character when sliced.
+    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad(key, expected, v));
     }
     let mut out = [0u8; 32];
@@ -641,5 +644,15 @@ mod tests {
         assert_eq!(c.iso, loc(None, "/b.iso"));
         assert!(matches!(parse("img_dev=sdb1 img_loop=/a.iso"), Err(CmdlineError::BadValue { .. })));
         assert!(matches!(parse("findiso=/../a.iso"), Err(CmdlineError::BadValue { .. })));
+    }
+
+    #[test]
+    fn udev_escapes_next_to_multibyte_characters() {
+        // Found by `cargo fuzz run cmdline`: `\x1` followed by a two-byte character.
+        assert_eq!(unescape_udev("a\\x1\u{3d9}b"), "a\\x1\u{3d9}b");
+        assert_eq!(unescape_udev("MY\\x20USB"), "MY USB");
+        assert!(parse("iso=/dev/disk/by-label/i\\x1\u{3d9}:/a.iso").is_ok());
+        let sha = format!("iso.sha256={}\u{2bf}6", "6".repeat(61));
+        assert!(matches!(parse(&sha), Err(CmdlineError::BadValue { .. })));
     }
 }

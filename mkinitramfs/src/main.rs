@@ -9,6 +9,7 @@ mod kmods;
 mod menu;
 mod pathwalk;
 mod squashfs;
+mod verify;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
@@ -106,6 +107,22 @@ enum Cmd {
         /// A profile (YAML) to add; it overrides a built-in one of the same name.
         #[arg(long = "profile", value_name = "FILE")]
         profiles: Vec<PathBuf>,
+    },
+    /// Check an ISO against the distro's published checksum file and its signature (gpgv).
+    Verify {
+        /// SHA256SUMS (GNU or BSD format) that lists the ISO.
+        #[arg(long)]
+        sums: Option<PathBuf>,
+        /// Detached OpenPGP signature of the sums file (or of the ISO, without --sums).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// Keyring with the distro's signing key [default: gpgv's, ~/.gnupg/trustedkeys.kbx].
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// The expected sha256 in hex.
+        #[arg(long)]
+        sha256: Option<String>,
+        iso: PathBuf,
     },
     /// Say what isoroot makes of an ISO (profile, distro, kernel, root images), read without
     /// mounting it.
@@ -206,6 +223,10 @@ fn main() -> Result<()> {
                 }
                 _ => Err(anyhow!("name --grub DIR, or --bls DIR with --esp ESP")),
             }
+        }
+        Cmd::Verify { sums, signature, keyring, sha256, iso } => {
+            println!("{}", verify::run(&verify::Options { iso, sums, signature, keyring, sha256 })?);
+            Ok(())
         }
         Cmd::Inspect { json, profiles, iso } => {
             let report = inspect::inspect(&iso, &inspect::profiles(&profiles)?)?;

@@ -355,6 +355,18 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 &[],
             ),
         ),
+        case(
+            "a corrupt persistence image: boot without it, say why",
+            &["ext4-persist"],
+            format!(
+                "iso=UUID={PERSIST_HOST_UUID}:/isos/debian-live.iso iso.persist=/corrupt.img iso.persist.uuid={PERSIST_UUID}"
+            ),
+            and(
+                debian(),
+                &["/corrupt.img holds", "not an ext4 filesystem", "booting without persistence: changes stay in RAM"],
+                &["isoroot-persist"],
+            ),
+        ),
         Case {
             memory_mb: 192,
             ..case(

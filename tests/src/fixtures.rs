@@ -417,6 +417,10 @@ fn persist_disk(iso_file: &Path, out: &Path, work: &Path) -> Result<()> {
         .args(["-q", "-F", "-O", "^has_journal", "-U", PERSIST_UUID, "-L", "persist"])
         .arg(&scratch))?;
     run(Command::new("cp").arg("--sparse=never").arg(&scratch).arg(mnt.join("persist.img")))?;
+    // The same image with its superblock wiped: what a pulled stick can leave behind.
+    let mut corrupt = fs::read(&scratch)?;
+    corrupt[1024..2048].fill(0);
+    fs::write(mnt.join("corrupt.img"), corrupt)?;
     run(&mut Command::new("sync"))?;
     Ok(())
 }

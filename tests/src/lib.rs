@@ -11,6 +11,7 @@ pub mod inspect_checks;
 pub mod profile_cases;
 pub mod qemu;
 pub mod sh;
+pub mod verify_checks;
 
 use std::path::PathBuf;
 

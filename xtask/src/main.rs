@@ -2,7 +2,7 @@
 //! apt-get), so that a fresh Debian 12 machine with Rust needs nothing else.
 
 use anyhow::{bail, Context, Result};
-use isoroot_tests::{cases, fixtures, inspect_checks, qemu, sh::run, target};
+use isoroot_tests::{cases, fixtures, inspect_checks, qemu, sh::run, target, verify_checks};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -44,6 +44,10 @@ const PACKAGES: &[&str] = &[
     "systemd-boot-efi",
     // The benchmark's Debian root.
     "debootstrap",
+    // `isoroot verify` checks signatures with gpgv; the tests make keys with gpg.
+    "gpgv",
+    "gpg",
+    "gpg-agent",
 ];
 
 const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -134,6 +138,7 @@ fn test(filter: Option<&str>) -> Result<()> {
     let accel = qemu::detect_accel(&f.kernel);
     println!("QEMU boot tests: kernel {} ({:?}), fixtures in {}", f.kver, accel, f.dir.display());
     let mut outcomes = inspect_checks::run(&isoroot, &f, filter);
+    outcomes.extend(verify_checks::run(&isoroot, &f, filter));
     outcomes.extend(cases::run(&f, accel, filter, 2));
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     let total: f64 = outcomes.iter().map(|o| o.secs).sum();

@@ -15,6 +15,9 @@ pub const LIVE_ISO: &str = "/isos/debian-bench.iso";
 pub const LIVEOS_ISO: &str = "/isos/liveos-bench.iso";
 pub const LIVEOS_LABEL: &str = "BENCH-LIVEOS";
 const MIRROR: &str = "http://deb.debian.org/debian";
+/// On top of minbase: systemd as init, and udev, without which systemd waits 90 s for the
+/// serial console's device.
+const PACKAGES: &str = "systemd-sysv,udev";
 
 pub struct BenchFixtures {
     pub dir: PathBuf,
@@ -52,7 +55,7 @@ fn root_image(dir: &Path) -> Result<PathBuf> {
     use std::hash::{Hash, Hasher};
     let source = crate::root().join("tests/fixtures/bench-init.c");
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (fs::read(&source)?, ANALYZE_UNIT).hash(&mut h);
+    (fs::read(&source)?, ANALYZE_UNIT, PACKAGES).hash(&mut h);
     let image = dir.join(format!("root-{:016x}.squashfs", h.finish()));
     if image.exists() {
         return Ok(image);
@@ -62,9 +65,9 @@ fn root_image(dir: &Path) -> Result<PathBuf> {
         fs::remove_dir_all(&root)?;
     }
     let mirror = std::env::var("ISOROOT_BENCH_MIRROR").unwrap_or_else(|_| MIRROR.into());
-    eprintln!("bench: debootstrap of Debian 12 (minbase, systemd) from {mirror}");
+    eprintln!("bench: debootstrap of Debian 12 (minbase, {PACKAGES}) from {mirror}");
     run(Command::new("debootstrap")
-        .args(["--variant=minbase", "--include=systemd-sysv", "bookworm"])
+        .args(["--variant=minbase", &format!("--include={PACKAGES}"), "bookworm"])
         .arg(&root)
         .arg(&mirror))
     .context("debootstrap (package debootstrap) needs to reach a Debian mirror; set ISOROOT_BENCH_MIRROR")?;

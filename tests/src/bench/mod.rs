@@ -275,8 +275,8 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let md = format!(
         "# Benchmark\n\nWritten by `cargo xtask bench` (do not edit: edit docs/bench-notes.md). Kernel {} under QEMU \
-         ({accel:?}, {cores} host cores, 1.5 GiB guest), one ext4 disk holding both ISOs; root: Debian 12 minbase with \
-         systemd, squashfs (zstd) of {}.\n\n{text}\n![one isoroot boot, phase by phase, beside the totals](bench.svg)\n\n\
+         ({accel:?}, {cores} host cores, 1.5 GiB guest), one ext4 disk holding both ISOs; root: Debian 12 minbase with systemd and udev, \
+         squashfs (zstd) of {}.\n\n{text}\n![one isoroot boot, phase by phase, beside the totals](bench.svg)\n\n\
          `systemd-analyze` in the root booted through isoroot (extent hints, the root's own systemd):\n\n```\n{analyze}\n```\n\n{notes}",
         f.kver,
         mib(f.root_bytes)
