@@ -488,6 +488,23 @@ fn mark_ntfs_dirty(img: &Path) -> Result<()> {
     bail!("no $VOLUME_INFORMATION in {}", img.display())
 }
 
+/// `isoroot mkinitramfs` for the test kernel, as a user runs it.
+pub(crate) fn mkinitramfs(
+    isoroot: &Path,
+    init: &Path,
+    kver: &str,
+    out: &Path,
+    args: &[&str],
+) -> Result<PathBuf> {
+    run(Command::new(isoroot)
+        .args(["mkinitramfs", "-k", kver, "--init"])
+        .arg(init)
+        .arg("-o")
+        .arg(out)
+        .args(args))?;
+    Ok(out.to_path_buf())
+}
+
 /// Concatenates archives the way GRUB loads several initrds: each padded to 4 bytes.
 pub(crate) fn concat_initrds(parts: &[&Path], out: &Path) -> Result<()> {
     let mut all = Vec::new();
@@ -676,12 +693,7 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     disks.insert("ext4-distros", img);
 
     let (kernel, kver) = kernel()?;
-    let mk = |out: &Path, args: &[&str]| -> Result<PathBuf> {
-        let mut c = Command::new(isoroot);
-        c.args(["mkinitramfs", "-k", &kver, "--init"]).arg(init).arg("-o").arg(out).args(args);
-        run(&mut c)?;
-        Ok(out.to_path_buf())
-    };
+    let mk = |out: &Path, args: &[&str]| mkinitramfs(isoroot, init, &kver, out, args);
     let plain = mk(&dir.join("initrd.img"), &[])?;
     let mut initrds = BTreeMap::new();
     initrds.insert("rescue", mk(&dir.join("initrd-rescue.img"), &["--rescue-shell", "/bin/busybox"])?);

@@ -3,7 +3,7 @@
 //! ISOs on one ext4 disk; and every initramfs being compared. The root and the third-party
 //! initrds are cached under target/; the rest is rebuilt each run.
 
-use crate::fixtures::{concat_initrds, iso, kernel, Mounted};
+use crate::fixtures::{concat_initrds, iso, kernel, mkinitramfs, Mounted};
 use crate::sh::run;
 use anyhow::{Context, Result};
 use std::fs;
@@ -153,12 +153,7 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<BenchFixtures> {
     for iso in [&live, &liveos] {
         fs::remove_file(iso)?;
     }
-    let mk = |out: &Path, args: &[&str]| -> Result<PathBuf> {
-        let mut c = Command::new(isoroot);
-        c.args(["mkinitramfs", "-k", &kver, "--init"]).arg(init).arg("-o").arg(out).args(args);
-        run(&mut c)?;
-        Ok(out.to_path_buf())
-    };
+    let mk = |out: &Path, args: &[&str]| mkinitramfs(isoroot, init, &kver, out, args);
     let standalone = mk(&dir.join("isoroot.img"), &[])?;
     let addon = mk(&dir.join("isoroot-addon.img"), &["--no-modules"])?;
     let combined = dir.join("combined.img");
