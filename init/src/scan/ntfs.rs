@@ -102,6 +102,9 @@ fn attrs(rec: &[u8]) -> Result<Vec<Attr>, ScanError> {
         let named = a[9] != 0;
         let flags = le16(a, 0x0C);
         let body = if a[8] == 0 {
+            if len < 0x18 {
+                return Err(corrupt("a short resident attribute"));
+            }
             let (vlen, voff) = (le32(a, 0x10) as usize, usize::from(le16(a, 0x14)));
             Body::Resident(
                 a.get(voff..voff + vlen)
@@ -469,5 +472,16 @@ mod tests {
         rec[510..512].copy_from_slice(&[9, 9]);
         rec[1022..1024].copy_from_slice(&[8, 8]); // not the check value
         assert!(matches!(fixup(&mut rec, b"FILE", 512), Err(ScanError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_resident_attribute_shorter_than_its_header_is_corrupt() {
+        // Found by `cargo fuzz run scan`: a 16-byte resident attribute, whose value
+        // length and offset would lie past it.
+        let mut rec = vec![0u8; 64];
+        rec[0x14] = 0x18;
+        rec[0x18] = 0x10;
+        rec[0x1C] = 16;
+        assert!(attrs(&rec).is_err());
     }
 }
