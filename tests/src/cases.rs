@@ -563,12 +563,15 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
             writable: case.then.is_some(),
             accel,
             echo,
-            monitor: case.during.as_ref().map(|_| f.dir.join(format!("{slug}.monitor"))),
+            monitor: case.during.as_ref().map(|_| monitor_socket(&slug)),
             memory_mb: case.memory_mb,
         };
         let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
         if let Some(d) = &case.during {
-            vm.wait_for_any(&[d.when], BOOT_TIMEOUT).map_err(|e| format!("waiting for {:?}: {e}", d.when))?;
+            if let Err(e) = vm.wait_for_any(&[d.when], BOOT_TIMEOUT) {
+                vm.save(&log);
+                return Err(format!("waiting for {:?}: {e}\n  console: {}", d.when, log.display()));
+            }
             std::thread::sleep(d.after);
             for a in &d.actions {
                 match a {
@@ -591,6 +594,15 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
         (then.check)(&disks)?;
     }
     Ok(())
+}
+
+/// A short path for a case's monitor socket: a Unix socket path has at most 107 bytes,
+/// which the fixtures' directory plus a case name can pass in a deep checkout.
+fn monitor_socket(slug: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    slug.hash(&mut h);
+    std::env::temp_dir().join(format!("isoroot-{}-{:016x}.mon", std::process::id(), h.finish()))
 }
 
 /// After the persistence boots: both the host filesystem and the image inside it pass
