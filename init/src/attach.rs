@@ -25,8 +25,8 @@ pub struct Attached {
     /// The ISO as a block device.
     pub dev: PathBuf,
     pub iso: IsoInfo,
-    /// The device that holds the file.
-    pub source: BlockDev,
+    /// The device that holds the file; None for an ISO from the network.
+    pub source: Option<BlockDev>,
     pub how: String,
 }
 
@@ -87,7 +87,7 @@ pub(crate) fn dev_numbers(dev: &BlockDev) -> Result<(u32, u32)> {
 }
 
 /// What every way of attaching checks: a whole ISO, and its sha256 when one was given.
-fn check_image(file: &File, len: u64, c: &Cmdline, name: &str) -> Result<IsoInfo> {
+pub(crate) fn check_image(file: &File, len: u64, c: &Cmdline, name: &str) -> Result<IsoInfo> {
     let iso = iso9660::check(file, len, name)?;
     if let Some(want) = &c.sha256 {
         verify::sha256(file, len, want, name)?;
@@ -161,7 +161,7 @@ fn by_hints(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> 
         }
         check_image(file, len, c, &loc.to_string())
     })?;
-    Ok(Attached { dev, iso, source, how: "dm-linear from extent hints".into() })
+    Ok(Attached { dev, iso, source: Some(source), how: "dm-linear from extent hints".into() })
 }
 
 /// Why a scan cannot help, and whether the loop path could (a missing file is missing
@@ -204,7 +204,7 @@ fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
             MapError::Check(e) => Final(e),
         })?;
     let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
-    Ok(Attached { dev, iso, source, how })
+    Ok(Attached { dev, iso, source: Some(source), how })
 }
 
 /// (c): the file in the read-only mounted filesystem, on a read-only loop device.
@@ -217,7 +217,12 @@ fn by_loop(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
     let dev = sys
         .attach_loop(&found.file, Window::default())
         .with_context(|| format!("attaching {name} to a loop device"))?;
-    Ok(Attached { dev, iso, source: found.dev, how: "loop device on the read-only mounted file".into() })
+    Ok(Attached {
+        dev,
+        iso,
+        source: Some(found.dev),
+        how: "loop device on the read-only mounted file".into(),
+    })
 }
 
 pub fn attach(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {

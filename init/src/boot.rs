@@ -8,7 +8,7 @@ use crate::liveroot::{self, MountedIso, Upper, MEDIUM, NEWROOT};
 use crate::locate::Hardware;
 use crate::modules::{Modules, LOAD_LIST};
 use crate::mount::{Linux, Sys};
-use crate::{handoff, persist, pid1, profile, switchroot, timings, toram};
+use crate::{handoff, net, persist, pid1, profile, switchroot, timings, toram};
 use anyhow::{anyhow, bail, Context, Result};
 use isoroot_profiles::{Profile, Strategy};
 use nix::mount::MsFlags;
@@ -90,14 +90,14 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     for note in &cmdline.notes {
         crate::info!("{note}");
     }
-    let loc = cmdline.iso.clone().ok_or_else(|| {
-        anyhow!(
-            "no ISO named on the kernel command line: expected iso=[SOURCE:]/PATH (or findiso=, \
-             iso-scan/filename=, img_dev=+img_loop=, isofrom_device=+isofrom_system=)\n\
+    if cmdline.iso.is_none() && cmdline.remote.is_none() {
+        bail!(
+            "no ISO named on the kernel command line: expected iso=[SOURCE:]/PATH or iso=http(s)://… or \
+             iso=nbd://… (or findiso=, iso-scan/filename=, img_dev=+img_loop=, isofrom_device=+isofrom_system=)\n\
              the command line was: {}",
             raw.trim_end()
-        )
-    })?;
+        );
+    }
     let profiles = profile::load()?;
     timings::mark("setup");
 
@@ -106,15 +106,21 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     // Filesystem and device-mapper modules load while the storage drivers find the disk.
     let loading = Some(modules.load_list_in_background(Path::new(LOAD_LIST)));
     let mut hw = Hardware { modules, devices: Devices::default(), loading };
-    let mut attached =
-        attach::attach(sys, &cmdline, &loc, &mut hw).map_err(|e| with_module_failures(e, &hw.modules))?;
-    if cmdline.toram {
-        attached = toram::copy(sys, attached, &loc.to_string())?;
+    let (attached, name) = match (&cmdline.remote, &cmdline.iso) {
+        (Some(url), _) => (net::attach(sys, &cmdline, url, &mut hw), url.to_string()),
+        (None, Some(loc)) => (attach::attach(sys, &cmdline, loc, &mut hw), loc.to_string()),
+        (None, None) => unreachable!("checked above"),
+    };
+    let mut attached = attached.map_err(|e| with_module_failures(e, &hw.modules))?;
+    if cmdline.toram && attached.source.is_some() {
+        attached = toram::copy(sys, attached, &name)?;
     }
-    crate::info!("found {} on {}: {}", loc.path, attached.source, attached.how);
+    match &attached.source {
+        Some(dev) => crate::info!("found {name} on {dev}: {}", attached.how),
+        None => crate::info!("found {name}: {}", attached.how),
+    }
     timings::mark("attach");
 
-    let name = loc.to_string();
     let medium = Path::new(MEDIUM);
     sys.mkdir_all(medium).context("creating the medium mount point")?;
     let (fstype, dev) = (attached.iso.fstype, &attached.dev);
@@ -142,7 +148,7 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
             plan.profile.name
         ),
     };
-    let upper = match persist::attach(sys, &cmdline, &attached.source, &mut hw) {
+    let upper = match persist::attach(sys, &cmdline, attached.source.as_ref(), &mut hw) {
         Ok(Some(dev)) => {
             crate::info!("persistence: {}", dev.display());
             Upper::Ext4(dev)
@@ -220,8 +226,12 @@ fn write_state(c: &Cmdline, plan: &liveroot::Plan, attached: &Attached) -> Resul
     let state = format!(
         "profile={}\niso={}\ndevice={}\nattach={}\nmedium={}\nlayers={}\n",
         plan.profile.name,
-        c.iso.as_ref().map(ToString::to_string).unwrap_or_default(),
-        attached.source.path.display(),
+        c.remote
+            .as_ref()
+            .map(ToString::to_string)
+            .or(c.iso.as_ref().map(ToString::to_string))
+            .unwrap_or_default(),
+        attached.source.as_ref().map(|s| s.path.display().to_string()).unwrap_or_default(),
         attached.dev.display(),
         plan.profile.medium,
         layers.join(":")

@@ -1,6 +1,7 @@
 //! The kernel command line: isoroot's keys (design.md), their compatibility spellings, and
 //! everything else kept for the profiles that read distro keys (`layerfs-path=`).
 
+use crate::net::url::{self, Scheme, Url};
 use std::time::Duration;
 
 /// Where a block device is named: by filesystem or partition tag, or by kernel name.
@@ -67,6 +68,10 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmdline {
     pub iso: Option<Location>,
+    /// `iso=http://…`, `https://…` or `nbd://…` instead of a file on a disk.
+    pub remote: Option<Url>,
+    /// `iso.insecure`: plain HTTP without `iso.sha256=`.
+    pub insecure: bool,
     pub extents: Option<Vec<Extent>>,
     pub map: Option<String>,
     pub fingerprint: Option<[u8; 32]>,
@@ -117,6 +122,7 @@ const KEYS: &[&str] = &[
     "iso.mode",
     "iso.debug",
     "iso.rescue",
+    "iso.insecure",
 ];
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -156,7 +162,7 @@ pub fn split(line: &str) -> Result<Vec<String>, CmdlineError> {
     Ok(out)
 }
 
-fn bad(key: &str, expected: &str, found: &str) -> CmdlineError {
+pub(crate) fn bad(key: &str, expected: &str, found: &str) -> CmdlineError {
     CmdlineError::BadValue { key: key.into(), expected: expected.into(), found: found.into() }
 }
 
@@ -298,6 +304,8 @@ impl Cmdline {
 pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
     let mut c = Cmdline {
         iso: None,
+        remote: None,
+        insecure: false,
         extents: None,
         map: None,
         fingerprint: None,
@@ -340,8 +348,18 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
         }
         c.params.push((key, value));
     }
-    if c.iso.is_none() {
+    if c.iso.is_none() && c.remote.is_none() {
         apply_compat(&mut c)?;
+    }
+    if let Some(u) = c.remote.as_ref().filter(|u| u.scheme == Scheme::Http) {
+        if c.sha256.is_none() && !c.insecure {
+            return Err(bad(
+                "iso",
+                "https://, or http:// with iso.sha256=HEX (or iso.insecure): anyone on the way can change \
+                 what plain HTTP carries",
+                &u.to_string(),
+            ));
+        }
     }
     Ok(c)
 }
@@ -378,10 +396,11 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
         }
         Some(v) => Err(bad(key, "no value", v)),
     };
-    if matches!(key, "iso.toram" | "iso.debug" | "iso.rescue") {
+    if matches!(key, "iso.toram" | "iso.debug" | "iso.rescue" | "iso.insecure") {
         return match key {
             "iso.toram" => flag(&mut c.toram),
             "iso.debug" => flag(&mut c.debug),
+            "iso.insecure" => flag(&mut c.insecure),
             _ => flag(&mut c.rescue),
         };
     }
@@ -390,7 +409,17 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
     }
     let v = value.ok_or_else(|| bad(key, "a value (key=value)", ""))?;
     match key {
-        "iso" => c.iso = Some(parse_location(key, v)?),
+        // The last iso= wins, local or remote.
+        "iso" if url::is_remote(v) => {
+            let expected = "http://HOST[:PORT]/PATH, https://… or nbd://HOST[:PORT]/EXPORT with HOST a \
+                            name or an IPv4 address";
+            c.remote = Some(Url::parse(v).ok_or_else(|| bad(key, expected, v))?);
+            c.iso = None;
+        }
+        "iso" => {
+            c.iso = Some(parse_location(key, v)?);
+            c.remote = None;
+        }
         "iso.extents" => c.extents = Some(parse_extents(key, v)?),
         "iso.persist.extents" => c.persist_extents = Some(parse_extents(key, v)?),
         "iso.map" => {
@@ -654,5 +683,27 @@ mod tests {
         assert!(parse("iso=/dev/disk/by-label/i\\x1\u{3d9}:/a.iso").is_ok());
         let sha = format!("iso.sha256={}\u{2bf}6", "6".repeat(61));
         assert!(matches!(parse(&sha), Err(CmdlineError::BadValue { .. })));
+    }
+
+    #[test]
+    fn remote_isos() {
+        let sha = "ab".repeat(32);
+        let c = parse(&format!("iso=http://10.0.2.2:8000/d.iso iso.sha256={sha}")).unwrap();
+        assert_eq!(c.remote.unwrap().to_string(), "http://10.0.2.2:8000/d.iso");
+        assert_eq!(c.iso, None);
+        // Plain HTTP needs a checksum or an explicit iso.insecure; HTTPS and NBD do not.
+        let e = parse("iso=http://h/d.iso").unwrap_err().to_string();
+        assert!(
+            e.contains("with iso.sha256=HEX (or iso.insecure)") && e.contains("\"http://h/d.iso\""),
+            "{e}"
+        );
+        assert!(parse("iso=http://h/d.iso iso.insecure").unwrap().insecure);
+        assert!(parse("iso=https://h/d.iso").is_ok());
+        let c = parse("findiso=/a.iso iso=nbd://h/live").unwrap();
+        assert_eq!((c.remote.unwrap().path.as_str(), c.iso), ("/live", None));
+        // The last iso= wins.
+        assert_eq!(parse("iso=nbd://h/x iso=/a.iso").unwrap().remote, None);
+        let e = parse("iso=nbd://h:x/live").unwrap_err().to_string();
+        assert!(e.contains("expected http://HOST[:PORT]/PATH"), "{e}");
     }
 }

@@ -15,6 +15,7 @@ pub mod locate;
 pub mod loopdev;
 pub mod modules;
 pub mod mount;
+pub mod net;
 pub mod parttable;
 pub mod paths;
 pub mod persist;

@@ -118,7 +118,7 @@ fn open_on(sys: &mut dyn Sys, dev: &BlockDev, path: &str, at: &Path) -> Result<P
 
 /// Polls for devices (loading drivers for new hardware as it appears) until `found`
 /// returns something or `timeout` passes; `None` then.
-fn poll<T>(
+pub(crate) fn poll<T>(
     timeout: Duration,
     waiting_for: &str,
     hw: &mut Hardware,

@@ -21,7 +21,7 @@ const NAME: &str = "isoroot-persist";
 pub fn attach(
     sys: &mut Linux,
     c: &Cmdline,
-    iso_source: &BlockDev,
+    iso_source: Option<&BlockDev>,
     hw: &mut Hardware,
 ) -> Result<Option<PathBuf>> {
     let Some(loc) = &c.persist else { return Ok(None) };
@@ -33,7 +33,9 @@ pub fn attach(
     };
     let source = match &loc.source {
         Some(src) => locate::wait_for_device(src, c.timeout, hw)?,
-        None => iso_source.clone(),
+        None => iso_source.cloned().ok_or_else(|| {
+            anyhow!("iso.persist={loc} names no device, and the ISO comes over the network: say which, e.g. UUID=…:{loc}")
+        })?,
     };
     let targets = current_map(&source, loc, c.persist_extents.as_deref())?;
     let dev = sys.map_linear(NAME, &targets, true).context("creating the persistence device")?;

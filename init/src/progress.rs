@@ -5,10 +5,10 @@ use anyhow::{Context, Result};
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-/// Reads `len` bytes of `file` from its current position in 1 MiB pieces, hands each to
+/// Reads `len` bytes of `from` from its current position in 1 MiB pieces, hands each to
 /// `each`, and says how far it got every second (bytes, MiB/s, time left).
 pub fn stream(
-    mut file: &std::fs::File,
+    mut from: impl Read,
     len: u64,
     what: &str,
     mut each: impl FnMut(&[u8]) -> Result<()>,
@@ -19,7 +19,7 @@ pub fn stream(
     let mut done = 0u64;
     while done < len {
         let want = buf.len().min((len - done) as usize);
-        let n = file.read(&mut buf[..want]).with_context(|| format!("{what}: reading"))?;
+        let n = from.read(&mut buf[..want]).with_context(|| format!("{what}: reading"))?;
         if n == 0 {
             anyhow::bail!("{what}: the image ended after {done} of {len} bytes");
         }

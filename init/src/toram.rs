@@ -11,7 +11,7 @@ use std::io::{Seek, SeekFrom, Write};
 /// The copy, in /run (a tmpfs that moves into the new root, where it stays visible).
 pub const COPY: &str = "/run/isoroot/ram.iso";
 /// Left free after the copy, for the overlay and the system's first steps.
-const MARGIN: u64 = 128 << 20;
+pub const MARGIN: u64 = 128 << 20;
 
 fn mem_available() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -26,6 +26,21 @@ fn mem_available() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What a copy in [`COPY`] may take: the room in /run, and no more than the free RAM.
+pub fn free_ram() -> Result<u64> {
+    let run = nix::sys::statvfs::statvfs("/run").context("statvfs /run")?;
+    let room = run.blocks_available() as u64 * run.fragment_size() as u64;
+    Ok(room.min(mem_available().unwrap_or(room)))
+}
+
+/// Creates [`COPY`], ready to be written.
+pub fn create_copy() -> Result<std::fs::File> {
+    if let Some(dir) = std::path::Path::new(COPY).parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::File::create(COPY).with_context(|| format!("creating {COPY}"))
+}
+
 /// Copies the attached ISO to RAM and re-attaches it from there. When RAM is short it says
 /// so and returns the ISO as it was: the boot goes on from the device.
 pub fn copy(sys: &mut Linux, attached: Attached, name: &str) -> Result<Attached> {
@@ -33,9 +48,7 @@ pub fn copy(sys: &mut Linux, attached: Attached, name: &str) -> Result<Attached>
         std::fs::File::open(&attached.dev).with_context(|| format!("opening {}", attached.dev.display()))?;
     let len = dev.seek(SeekFrom::End(0))?;
     dev.seek(SeekFrom::Start(0))?;
-    let run = nix::sys::statvfs::statvfs("/run").context("statvfs /run")?;
-    let room = run.blocks_available() as u64 * run.fragment_size() as u64;
-    let free = room.min(mem_available().unwrap_or(room));
+    let free = free_ram()?;
     if len + MARGIN > free {
         crate::warn!(
             "iso.toram: {name} needs {} of RAM and {} more to run, {} is free: booting from the device instead",
@@ -45,10 +58,7 @@ pub fn copy(sys: &mut Linux, attached: Attached, name: &str) -> Result<Attached>
         );
         return Ok(attached);
     }
-    if let Some(dir) = std::path::Path::new(COPY).parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut out = std::fs::File::create(COPY).with_context(|| format!("creating {COPY}"))?;
+    let mut out = create_copy()?;
     let copied = crate::progress::stream(&dev, len, &format!("copying {name} to RAM"), |piece| {
         out.write_all(piece).with_context(|| format!("writing {COPY}"))
     });
@@ -63,6 +73,9 @@ pub fn copy(sys: &mut Linux, attached: Attached, name: &str) -> Result<Attached>
     let ram = sys
         .attach_loop(std::path::Path::new(COPY), Window::default())
         .context("attaching the copy in RAM")?;
-    crate::info!("{name} is in RAM; {} can be removed", attached.source.path.display());
+    match &attached.source {
+        Some(dev) => crate::info!("{name} is in RAM; {} can be removed", dev.path.display()),
+        None => crate::info!("{name} is in RAM"),
+    }
     Ok(Attached { dev: ram, how: format!("{}, copied to RAM", attached.how), ..attached })
 }

@@ -30,13 +30,17 @@ pub fn sha256(file: &std::fs::File, len: u64, want: &[u8; 32], name: &str) -> Re
         hasher.update(piece);
         Ok(())
     })?;
-    let got: [u8; 32] = hasher.finalize().into();
-    if &got != want {
+    expect(want, &hasher.finalize().into(), name)
+}
+
+/// The sha256 `iso.sha256=` names against the one computed.
+pub fn expect(want: &[u8; 32], got: &[u8; 32], name: &str) -> Result<()> {
+    if got != want {
         bail!(
             "{name} fails its check: iso.sha256= expects {}, the file's sha256 is {}; \
              the copy is damaged or it is another file",
             hex(want),
-            hex(&got)
+            hex(got)
         );
     }
     crate::info!("sha256 of {name} matches");

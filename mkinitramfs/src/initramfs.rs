@@ -26,6 +26,8 @@ pub struct Options {
     pub rescue_shell: Option<PathBuf>,
     pub profiles: Vec<PathBuf>,
     pub add_modules: Vec<String>,
+    /// NIC drivers and nbd, for `iso=http://…` and `iso=nbd://…`.
+    pub network: bool,
 }
 
 /// Where the isoroot-init binary is looked for when `--init` is not given: beside this
@@ -47,7 +49,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn add_modules(a: &mut Archive, o: &Options) -> Result<()> {
-    let set = kmods::resolve(&o.modules_dir, &o.add_modules)?;
+    let set = kmods::resolve(&o.modules_dir, &o.add_modules, o.network)?;
     for m in &set.missing {
         eprintln!("isoroot: note: kernel {} has no module {m}; skipped", o.kver);
     }

@@ -47,6 +47,26 @@ pub const BY_HARDWARE: &[&str] = &[
     "sdhci_pci",
 ];
 
+/// With `--network`: NIC drivers (loaded by modalias, as the storage drivers are), nbd
+/// (loaded by name for `iso=nbd://`) and virtio_rng. Left out otherwise: they would double the
+/// modules of a local boot.
+pub const NETWORK: &[&str] = &[
+    "virtio_net",
+    "e1000",
+    "e1000e",
+    "igb",
+    "igc",
+    "ixgbe",
+    "r8169",
+    "tg3",
+    "bnx2",
+    "r8152",
+    "cdc_ether",
+    "nbd",
+    // Seeds the kernel's RNG in VMs without RDRAND: TLS needs it early.
+    "virtio_rng",
+];
+
 pub struct ModuleSet {
     /// Paths relative to the modules directory → their dependencies' paths.
     pub files: BTreeMap<String, Vec<String>>,
@@ -147,7 +167,7 @@ struct Resolved {
     rel: Option<String>,
 }
 
-pub fn resolve(dir: &Path, extra_always: &[String]) -> Result<ModuleSet> {
+pub fn resolve(dir: &Path, extra_always: &[String], network: bool) -> Result<ModuleSet> {
     let ctx = kmod::Context::new_with_dirname(dir)
         .map_err(|e| anyhow!("opening the module index in {}: {e}", dir.display()))?;
     let softdep_text = std::fs::read_to_string(dir.join("modules.softdep")).unwrap_or_default();
@@ -163,7 +183,8 @@ pub fn resolve(dir: &Path, extra_always: &[String]) -> Result<ModuleSet> {
         }
         load.extend(found.into_iter().map(|m| m.name));
     }
-    for name in BY_HARDWARE {
+    let network = if network { NETWORK } else { &[] };
+    for name in BY_HARDWARE.iter().chain(network) {
         if r.add(name)?.is_empty() {
             missing.push(name.to_string());
         }

@@ -55,6 +55,9 @@ enum Cmd {
         /// One more module (or alias) to load at every boot.
         #[arg(long = "add-module", value_name = "NAME")]
         add_modules: Vec<String>,
+        /// Add NIC drivers and nbd, for iso=http(s)://… and iso=nbd://… (network boot).
+        #[arg(long)]
+        network: bool,
     },
     /// Print the kernel command-line words that describe FILE's place on its block device
     /// (iso=UUID=…:/path iso.extents=… iso.fingerprint=…), for a dm-linear boot that never
@@ -154,6 +157,7 @@ fn main() -> Result<()> {
             rescue_shell,
             profiles,
             add_modules,
+            network,
         } => {
             let kver = match kver {
                 Some(k) => k,
@@ -175,6 +179,7 @@ fn main() -> Result<()> {
                 rescue_shell,
                 profiles,
                 add_modules,
+                network,
             })
         }
         Cmd::Extents { cpio, device, file } => extents::run(&file, device.as_deref(), cpio.as_deref()),

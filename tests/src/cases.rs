@@ -5,7 +5,7 @@ use crate::fixtures::{
     FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, NTFS_DIRTY_LABEL, NTFS_FRAG_LABEL, NTFS_LABEL, NTFS_PATH,
     PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
 };
-use crate::qemu::{Accel, BootFrom, Vm, VmSpec, OVMF_VARS};
+use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, OVMF_VARS};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -565,6 +565,7 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
             echo,
             monitor: case.during.as_ref().map(|_| monitor_socket(&slug)),
             memory_mb: case.memory_mb,
+            nic: Nic::None,
         };
         let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
         if let Some(d) = &case.during {

@@ -41,7 +41,8 @@ pub struct Fixtures {
     pub dir: PathBuf,
     pub kernel: PathBuf,
     pub kver: String,
-    /// Initramfs images by name: `plain` (standalone), `rescue` (with a busybox shell), `map`
+    /// Initramfs images by name: `plain` (standalone), `rescue` (with a busybox shell), `net`
+    /// (with NIC drivers and nbd), `map`
     /// and `frag-map` (with a map archive appended), and the third-party initrds
     /// `initramfs-tools`, `dracut`, `recompressed`, each with isoroot's --no-modules
     /// archive appended.
@@ -697,6 +698,7 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let plain = mk(&dir.join("initrd.img"), &[])?;
     let mut initrds = BTreeMap::new();
     initrds.insert("rescue", mk(&dir.join("initrd-rescue.img"), &["--rescue-shell", "/bin/busybox"])?);
+    initrds.insert("net", mk(&dir.join("initrd-net.img"), &["--network"])?);
     let appended = |name: &str, parts: &[&Path]| -> Result<PathBuf> {
         let out = dir.join(format!("initrd-{name}.img"));
         concat_initrds(parts, &out)?;

@@ -8,8 +8,10 @@ pub mod cases;
 pub mod distros;
 pub mod fixtures;
 pub mod inspect_checks;
+pub mod net_cases;
 pub mod profile_cases;
 pub mod qemu;
+pub mod servers;
 pub mod sh;
 pub mod verify_checks;
 

@@ -31,6 +31,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         echo: false,
         monitor: None,
         memory_mb: 512,
+        nic: Nic::None,
     };
     let works = Vm::start(&spec)
         .is_ok_and(|mut vm| vm.wait_for_any(&["Kernel panic"], Duration::from_secs(15)).is_ok());
@@ -55,6 +56,17 @@ pub enum BootFrom {
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
+/// The guest's network card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nic {
+    None,
+    /// QEMU's user networking: DHCP gives 10.0.2.15, and the host's 127.0.0.1 is 10.0.2.2.
+    User,
+    /// A link with carrier that carries nothing back: frames go to a UDP port on the host
+    /// that nobody reads.
+    Silent,
+}
+
 pub struct VmSpec {
     pub boot: BootFrom,
     /// Raw images, attached as virtio disks in this order (vda, vdb, …), read-only unless
@@ -67,6 +79,7 @@ pub struct VmSpec {
     /// A QEMU monitor socket, for keys and hot-plugged disks.
     pub monitor: Option<PathBuf>,
     pub memory_mb: u32,
+    pub nic: Nic,
 }
 
 pub struct Vm {
@@ -100,6 +113,16 @@ impl Vm {
         for d in &spec.disks {
             let ro = if spec.writable { "off" } else { "on" };
             c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly={ro}", d.display()));
+        }
+        let nic = match spec.nic {
+            Nic::None => None,
+            Nic::User => Some("user,id=n0"),
+            // Port 9 (discard) on loopback: nothing listens, nothing answers.
+            Nic::Silent => Some("socket,id=n0,udp=127.0.0.1:9,localaddr=127.0.0.1:0"),
+        };
+        if let Some(netdev) = nic {
+            // virtio-rng too: TCG's CPU has no RDRAND, and TLS needs a seeded RNG.
+            c.args(["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci"]);
         }
         if let Some(m) = &spec.monitor {
             let _ = std::fs::remove_file(m);

@@ -2,7 +2,7 @@
 //! apt-get), so that a fresh Debian 12 machine with Rust needs nothing else.
 
 use anyhow::{bail, Context, Result};
-use isoroot_tests::{cases, fixtures, inspect_checks, qemu, sh::run, target, verify_checks};
+use isoroot_tests::{cases, fixtures, inspect_checks, net_cases, qemu, sh::run, target, verify_checks};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -48,6 +48,9 @@ const PACKAGES: &[&str] = &[
     "gpgv",
     "gpg",
     "gpg-agent",
+    // The network boots' NBD server, and a TLS server with a self-signed certificate.
+    "nbdkit",
+    "openssl",
 ];
 
 const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -140,6 +143,7 @@ fn test(filter: Option<&str>) -> Result<()> {
     let mut outcomes = inspect_checks::run(&isoroot, &f, filter);
     outcomes.extend(verify_checks::run(&isoroot, &f, filter));
     outcomes.extend(cases::run(&f, accel, filter, 2));
+    outcomes.extend(net_cases::run(&f, accel, filter));
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     let total: f64 = outcomes.iter().map(|o| o.secs).sum();
     println!("QEMU boot tests took {total:.0} s of VM time");

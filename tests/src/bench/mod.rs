@@ -5,7 +5,7 @@
 mod fixtures;
 mod svg;
 
-use crate::qemu::{Accel, BootFrom, Vm, VmSpec};
+use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec};
 use anyhow::{bail, Context, Result};
 use fixtures::{BenchFixtures, DISK_UUID, LIVEOS_ISO, LIVEOS_LABEL, LIVE_ISO};
 use std::fmt::Write;
@@ -70,6 +70,7 @@ impl Bench<'_> {
             echo: false,
             monitor: None,
             memory_mb: 1536,
+            nic: Nic::None,
         };
         let mut vm = Vm::start(&spec)?;
         let done = vm.wait_for_any(&["BENCH-DONE", "Startup finished in"], BOOT_TIMEOUT);
