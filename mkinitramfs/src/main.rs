@@ -76,18 +76,29 @@ enum Cmd {
     /// Boot entries for every ISO under a folder: a grub.cfg (--grub DIR) or systemd-boot
     /// entries with the kernels and initrds copied into the ESP (--bls DIR --esp ESP).
     Menu {
-        #[arg(long, value_name = "DIR", required_unless_present = "bls", conflicts_with = "bls")]
+        #[arg(long, value_name = "DIR", required_unless_present_any = ["bls", "ipxe"], conflicts_with_all = ["bls", "ipxe"])]
         grub: Option<PathBuf>,
-        #[arg(long, value_name = "DIR", requires = "esp")]
+        #[arg(long, value_name = "DIR", requires = "esp", conflicts_with = "ipxe")]
         bls: Option<PathBuf>,
+        /// An iPXE script for network boot: every ISO under DIR, which the web server serves
+        /// at --url, beside the kernel (vmlinuz) and `mkinitramfs --network` (isoroot-net.img).
+        #[arg(long, value_name = "DIR", requires = "url")]
+        ipxe: Option<PathBuf>,
+        /// Where the web server serves the --ipxe folder, e.g. http://192.168.1.2/live.
+        #[arg(long)]
+        url: Option<String>,
+        /// With --ipxe: boot over NBD from this server (HOST[:PORT]), one export per ISO
+        /// named after the file without .iso, instead of downloading into RAM.
+        #[arg(long, value_name = "HOST[:PORT]")]
+        nbd: Option<String>,
         /// The mounted EFI system partition (with --bls).
         #[arg(long)]
         esp: Option<PathBuf>,
         /// isoroot's `mkinitramfs --no-modules` archive; with --grub it must be on the ISOs'
         /// filesystem, with --bls it is copied into the ESP.
-        #[arg(long)]
-        addon: PathBuf,
-        /// Where to write grub.cfg [default: standard output].
+        #[arg(long, required_unless_present = "ipxe")]
+        addon: Option<PathBuf>,
+        /// Where to write grub.cfg or the iPXE script [default: standard output].
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// GRUB on the serial console too (headless machines, VMs).
@@ -186,6 +197,9 @@ fn main() -> Result<()> {
         Cmd::Menu {
             grub,
             bls,
+            ipxe,
+            url,
+            nbd,
             esp,
             addon,
             output,
@@ -197,36 +211,41 @@ fn main() -> Result<()> {
             append,
             profiles,
         } => {
+            let profiles = inspect::profiles(&profiles)?;
+            let append: Vec<String> = append.split_whitespace().map(String::from).collect();
             let options = |dir: PathBuf| -> Result<menu::Options> {
+                let addon = addon.ok_or_else(|| anyhow!("--grub and --bls need --addon"))?;
                 Ok(menu::Options {
                     dir,
                     addon,
-                    profiles: inspect::profiles(&profiles)?,
+                    profiles: profiles.clone(),
                     hints: !no_hints,
                     pin_sha256,
-                    append: append.split_whitespace().map(String::from).collect(),
+                    append: append.clone(),
                 })
             };
-            match (grub, bls, esp) {
-                (Some(dir), _, _) => {
-                    let cfg = menu::grub(&options(dir)?, &menu::Grub { serial, timeout, default })?;
-                    match output {
-                        Some(out) => {
-                            std::fs::write(&out, cfg).with_context(|| format!("writing {}", out.display()))
-                        }
-                        None => {
-                            print!("{cfg}");
-                            Ok(())
-                        }
-                    }
+            let write = |text: String| match &output {
+                Some(out) => std::fs::write(out, text).with_context(|| format!("writing {}", out.display())),
+                None => {
+                    print!("{text}");
+                    Ok(())
                 }
-                (None, Some(dir), Some(esp)) => {
+            };
+            match (grub, bls, esp, ipxe) {
+                (_, _, _, Some(dir)) => {
+                    let url = url.ok_or_else(|| anyhow!("--ipxe needs --url"))?;
+                    write(menu::ipxe(&dir, &profiles, &append, &menu::Ipxe { url, nbd, timeout, default })?)
+                }
+                (Some(dir), _, _, _) => {
+                    write(menu::grub(&options(dir)?, &menu::Grub { serial, timeout, default })?)
+                }
+                (None, Some(dir), Some(esp), _) => {
                     for entry in menu::bls(&options(dir)?, &esp)? {
                         println!("{}", entry.display());
                     }
                     Ok(())
                 }
-                _ => Err(anyhow!("name --grub DIR, or --bls DIR with --esp ESP")),
+                _ => Err(anyhow!("name --grub DIR, --bls DIR with --esp ESP, or --ipxe DIR with --url URL")),
             }
         }
         Cmd::Verify { sums, signature, keyring, sha256, iso } => {

@@ -88,6 +88,23 @@ fn kernel_word(key: &str, value: &str) -> String {
     }
 }
 
+/// "Debian live 12.8.0 (debian-live.iso)": what the ISO holds, and its file name.
+fn title(report: &Report, file: &Path) -> String {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let what = match (&report.distro, &report.version) {
+        (Some(d), Some(v)) if !d.contains(v.as_str()) => format!("{d} {v}"),
+        (Some(d), _) => d.clone(),
+        (None, _) => report.label.clone(),
+    };
+    format!("{what} ({name})")
+}
+
+/// The file name without `.iso`, as a name for entries, labels and NBD exports.
+fn slug(file: &Path) -> String {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    name.trim_end_matches(".iso").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+}
+
 fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     let report = inspect::inspect(file, &o.profiles)?;
     let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -98,16 +115,6 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     let f = std::fs::File::open(file)?;
     let fs = IsoFs::open(&f)?;
     let has_loopback_cfg = fs.lookup(OWN_LOOPBACK)?.is_some();
-    let what = match (&report.distro, &report.version) {
-        (Some(d), Some(v)) if !d.contains(v.as_str()) => format!("{d} {v}"),
-        (Some(d), _) => d.clone(),
-        (None, _) => report.label.clone(),
-    };
-    let slug: String = name
-        .trim_end_matches(".iso")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
     let mut cmdline: Vec<String> =
         report.cmdline.iter().flat_map(|c| c.split_whitespace()).map(String::from).collect();
     cmdline.push("rdinit=/isoroot/init".into());
@@ -142,8 +149,8 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
         file: file.to_path_buf(),
         loc,
         uuid,
-        title: format!("{what} ({name})"),
-        slug,
+        title: title(&report, file),
+        slug: slug(file),
         cmdline,
         has_loopback_cfg,
         report,
@@ -282,4 +289,82 @@ pub fn bls(o: &Options, esp: &Path) -> Result<Vec<PathBuf>> {
         written.push(entry);
     }
     Ok(written)
+}
+
+/// What `--ipxe` needs besides the folder.
+pub struct Ipxe {
+    /// Where the folder is served: `http://server/live`.
+    pub url: String,
+    /// `HOST[:PORT]` of an NBD server with one export per ISO, named after the file without
+    /// `.iso`: the entries then boot over NBD instead of downloading into RAM.
+    pub nbd: Option<String>,
+    pub timeout: u32,
+    pub default: usize,
+}
+
+/// The kernel and isoroot's `--network` initramfs, beside the ISOs on the server.
+pub const NET_KERNEL: &str = "vmlinuz";
+pub const NET_INITRD: &str = "isoroot-net.img";
+
+/// Percent-encodes what a URL path cannot hold as it is.
+fn url_path(rel: &Path) -> String {
+    rel.to_string_lossy()
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An iPXE script with an entry per ISO under `dir`: the kernel and isoroot's network
+/// initramfs from the server, and `iso=` pointing at the ISO there (with its sha256, which
+/// plain HTTP needs) or at its NBD export.
+pub fn ipxe(dir: &Path, profiles: &[Profile], append: &[String], n: &Ipxe) -> Result<String> {
+    let base = n.url.trim_end_matches('/');
+    let mut items = String::new();
+    let mut entries = String::new();
+    let mut labels = Vec::new();
+    for file in find_isos(dir)? {
+        let report = match inspect::inspect(&file, profiles) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("isoroot menu: skipping {}: {e:#}", file.display());
+                continue;
+            }
+        };
+        let title = title(&report, &file);
+        if let Some(why) = &report.unsupported {
+            let _ = writeln!(items, "# {title}: not bootable through isoroot: {why}");
+            continue;
+        }
+        let label = slug(&file);
+        let rel = file.strip_prefix(dir).unwrap_or(&file);
+        let iso = match &n.nbd {
+            Some(server) => format!("iso=nbd://{server}/{label}"),
+            None => format!("iso={base}/{} iso.sha256={}", url_path(rel), sha256_hex(&file)?),
+        };
+        let words: Vec<&str> = [iso.as_str()].into_iter().chain(append.iter().map(String::as_str)).collect();
+        let _ = writeln!(items, "item {label} {title}");
+        let _ = write!(
+            entries,
+            "\n:{label}\nkernel ${{base}}/{NET_KERNEL} initrd={NET_INITRD} {}\ninitrd ${{base}}/{NET_INITRD}\nboot || goto failed\n",
+            words.join(" ")
+        );
+        labels.push(label);
+    }
+    let Some(default) = labels.get(n.default).or(labels.first()) else {
+        bail!("no bootable ISO under {}", dir.display());
+    };
+    Ok(format!(
+        "#!ipxe\n# Written by `isoroot menu --ipxe {}`: every ISO under it, in path order. The server also\n\
+         # holds {NET_KERNEL} and {NET_INITRD} (`isoroot mkinitramfs --network` for that kernel).\n\
+         set base {base}\nisset ${{ip}} || dhcp || goto failed\nmenu isoroot: live ISOs from {base}\n{items}\
+         choose --default {default} --timeout {} target || goto failed\ngoto ${{target}}\n{entries}\n\
+         :failed\necho isoroot: the boot failed; iPXE shell\nshell\n",
+        dir.display(),
+        u64::from(n.timeout) * 1000
+    ))
 }

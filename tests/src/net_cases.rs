@@ -6,7 +6,7 @@ use crate::cases::{self, and, failure, marker, Expect, Outcome};
 use crate::fixtures::Fixtures;
 use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec};
 use crate::servers::{self, HttpServer, Nbdkit};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The host's 127.0.0.1 as the guest sees it.
@@ -15,14 +15,34 @@ const CONNECTED: &str = "nbd: connected to";
 
 struct Net<'a> {
     f: &'a Fixtures,
+    isoroot: &'a Path,
     accel: Accel,
+    /// The web servers' folder: isos/debian-live.iso, the kernel and the network initramfs.
+    www: PathBuf,
 }
 
 type Test = fn(&Net) -> Result<(), String>;
 
+/// The folder a network-boot server holds, as the README lays it out.
+fn www(f: &Fixtures) -> std::io::Result<PathBuf> {
+    let www = f.dir.join("www");
+    if www.exists() {
+        std::fs::remove_dir_all(&www)?;
+    }
+    std::fs::create_dir_all(www.join("isos"))?;
+    std::fs::copy(f.isos.join("debian-live.iso"), www.join("isos/debian-live.iso"))?;
+    std::fs::copy(&f.kernel, www.join("vmlinuz"))?;
+    std::fs::copy(&f.initrds["net"], www.join("isoroot-net.img"))?;
+    Ok(www)
+}
+
 impl Net<'_> {
     fn iso(&self) -> PathBuf {
-        self.f.isos.join("debian-live.iso")
+        self.www.join("isos/debian-live.iso")
+    }
+
+    fn http(&self) -> Result<HttpServer, String> {
+        HttpServer::start(&self.www).map_err(|e| e.to_string())
     }
 
     fn start(&self, append: &str, nic: Nic) -> Result<Vm, String> {
@@ -61,7 +81,7 @@ fn debian() -> Expect {
 }
 
 fn http_ok(n: &Net) -> Result<(), String> {
-    let server = HttpServer::start(&n.iso()).map_err(|e| e.to_string())?;
+    let server = n.http()?;
     let sum = servers::sha256(&n.iso()).map_err(|e| e.to_string())?;
     let url = format!("http://{HOST}:{}", server.port);
     let expect = and(
@@ -79,7 +99,7 @@ fn http_ok(n: &Net) -> Result<(), String> {
 }
 
 fn http_wrong_sum(n: &Net) -> Result<(), String> {
-    let server = HttpServer::start(&n.iso()).map_err(|e| e.to_string())?;
+    let server = n.http()?;
     let sum = servers::sha256(&n.iso()).map_err(|e| e.to_string())?;
     let url = format!("http://{HOST}:{}/isos/debian-live.iso", server.port);
     let expect = failure(&[
@@ -91,11 +111,45 @@ fn http_wrong_sum(n: &Net) -> Result<(), String> {
 }
 
 fn http_missing(n: &Net) -> Result<(), String> {
-    let server = HttpServer::start(&n.iso()).map_err(|e| e.to_string())?;
+    let server = n.http()?;
     let expect =
         failure(&[&format!("the server {HOST}:{} has no /isos/nope.iso (HTTP 404 Not Found)", server.port)]);
     let append = format!("iso=http://{HOST}:{}/isos/nope.iso iso.insecure", server.port);
     n.boot("http-404", &append, Nic::User, &expect)
+}
+
+/// The iPXE script of `isoroot menu --ipxe`, run by the NIC's iPXE ROM: kernel, network
+/// initramfs and ISO all from the web server.
+fn ipxe_menu(n: &Net) -> Result<(), String> {
+    let server = n.http()?;
+    let url = format!("http://{HOST}:{}", server.port);
+    let script = n.www.join("boot.ipxe");
+    crate::sh::run(
+        std::process::Command::new(n.isoroot)
+            .args(["menu", "--ipxe"])
+            .arg(&n.www)
+            .args(["--url", &url, "--timeout", "1", "--append", "console=ttyS0 panic=-1", "-o"])
+            .arg(&script),
+    )
+    .map_err(|e| e.to_string())?;
+    let spec = VmSpec {
+        boot: BootFrom::Ipxe { script: format!("{url}/boot.ipxe") },
+        disks: vec![],
+        writable: false,
+        accel: n.accel,
+        echo: false,
+        monitor: None,
+        memory_mb: 512,
+        nic: Nic::User,
+    };
+    let vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
+    let iso = format!("{url}{}", servers::LATEST);
+    let expect = and(
+        debian(),
+        &[&format!("sha256 of {iso} matches"), &format!("downloaded from {iso} into RAM")],
+        &[],
+    );
+    n.finish(vm, "ipxe", &expect)
 }
 
 /// rustls in the guest meets a certificate no bundled root signed (openssl s_server's
@@ -234,19 +288,27 @@ fn no_dhcp(n: &Net) -> Result<(), String> {
     n.boot("no-dhcp", &format!("iso=nbd://{HOST}/live iso.timeout=5"), Nic::Silent, &expect)
 }
 
-pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>) -> Vec<Outcome> {
-    let tests: [(&str, Test); 9] = [
+pub fn run(f: &Fixtures, isoroot: &Path, accel: Accel, filter: Option<&str>) -> Vec<Outcome> {
+    let tests: [(&str, Test); 10] = [
         ("network: HTTP download into RAM, redirect, sha256", http_ok),
         ("network: HTTP with a wrong sha256 stops", http_wrong_sum),
         ("network: HTTP 404 says what the server lacks", http_missing),
         ("network: HTTPS with an untrusted certificate stops", https_untrusted),
+        ("network: isoroot menu --ipxe, run by iPXE", ipxe_menu),
         ("network: NBD, three guests on one export at once", nbd_three),
         ("network: NBD server stopped mid-boot", nbd_server_stops),
         ("network: NBD export unknown to the server", nbd_unknown_export),
         ("network: no network card", no_nic),
         ("network: a link without a DHCP server", no_dhcp),
     ];
-    let n = Net { f, accel };
+    let www = match www(f) {
+        Ok(w) => w,
+        Err(e) => {
+            let result = Err(format!("making the web server's folder: {e}"));
+            return vec![Outcome { name: "network: the server's folder".into(), result, secs: 0.0 }];
+        }
+    };
+    let n = Net { f, isoroot, accel, www };
     tests
         .iter()
         .filter(|(name, _)| filter.is_none_or(|s| name.contains(s)))

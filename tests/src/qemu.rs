@@ -50,6 +50,9 @@ pub enum BootFrom {
     Bios,
     /// OVMF (UEFI) boots the first disk; its variables live in this copy of OVMF_VARS.
     Uefi { vars: PathBuf },
+    /// SeaBIOS boots the NIC's iPXE ROM (package ipxe-qemu), which runs this script (a URL,
+    /// handed out by QEMU's DHCP as the boot file).
+    Ipxe { script: String },
 }
 
 /// Debian's OVMF (package ovmf).
@@ -105,6 +108,9 @@ impl Vm {
                 }
             }
             BootFrom::Bios => {}
+            BootFrom::Ipxe { .. } => {
+                c.args(["-boot", "n"]);
+            }
             BootFrom::Uefi { vars } => {
                 c.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
                 c.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
@@ -114,15 +120,21 @@ impl Vm {
             let ro = if spec.writable { "off" } else { "on" };
             c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly={ro}", d.display()));
         }
-        let nic = match spec.nic {
-            Nic::None => None,
-            Nic::User => Some("user,id=n0"),
+        let nic = match (spec.nic, &spec.boot) {
+            (Nic::None, _) => None,
+            (Nic::User, BootFrom::Ipxe { script }) => Some(format!("user,id=n0,bootfile={script}")),
+            (Nic::User, _) => Some("user,id=n0".to_string()),
             // Port 9 (discard) on loopback: nothing listens, nothing answers.
-            Nic::Silent => Some("socket,id=n0,udp=127.0.0.1:9,localaddr=127.0.0.1:0"),
+            (Nic::Silent, _) => Some("socket,id=n0,udp=127.0.0.1:9,localaddr=127.0.0.1:0".to_string()),
         };
         if let Some(netdev) = nic {
             // virtio-rng too: TCG's CPU has no RDRAND, and TLS needs a seeded RNG.
-            c.args(["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci"]);
+            c.arg("-netdev").arg(netdev).args([
+                "-device",
+                "virtio-net-pci,netdev=n0",
+                "-device",
+                "virtio-rng-pci",
+            ]);
         }
         if let Some(m) = &spec.monitor {
             let _ = std::fs::remove_file(m);

@@ -11,15 +11,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A small HTTP/1.1 server: one file at `/isos/NAME`, a redirect to it from `/latest.iso`,
-/// 404 for anything else.
+/// A small HTTP/1.1 server: the files under a folder, a redirect from `/latest.iso` to
+/// [`LATEST`], 404 for anything else.
 pub struct HttpServer {
     pub port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-fn serve(mut s: TcpStream, file: &Path) -> std::io::Result<()> {
+pub const LATEST: &str = "/isos/debian-live.iso";
+
+fn serve(mut s: TcpStream, root: &Path) -> std::io::Result<()> {
     let mut r = BufReader::new(s.try_clone()?);
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -31,8 +33,8 @@ fn serve(mut s: TcpStream, file: &Path) -> std::io::Result<()> {
             break;
         }
     }
-    let name = file.file_name().unwrap_or_default().to_string_lossy();
-    if path == format!("/isos/{name}") {
+    let file = root.join(path.trim_start_matches('/'));
+    if !path.contains("..") && file.is_file() {
         let data = std::fs::read(file)?;
         write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n", data.len())?;
         return s.write_all(&data);
@@ -40,26 +42,26 @@ fn serve(mut s: TcpStream, file: &Path) -> std::io::Result<()> {
     if path == "/latest.iso" {
         return write!(
             s,
-            "HTTP/1.1 302 Found\r\nLocation: /isos/{name}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 302 Found\r\nLocation: {LATEST}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
     }
     write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 }
 
 impl HttpServer {
-    pub fn start(file: &Path) -> Result<HttpServer> {
+    pub fn start(root: &Path) -> Result<HttpServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, file) = (Arc::clone(&stop), file.to_path_buf());
+        let (flag, root) = (Arc::clone(&stop), root.to_path_buf());
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
                 if let Ok(s) = conn {
-                    let file = file.clone();
-                    std::thread::spawn(move || serve(s, &file));
+                    let root = root.clone();
+                    std::thread::spawn(move || serve(s, &root));
                 }
             }
         });

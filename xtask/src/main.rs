@@ -48,9 +48,11 @@ const PACKAGES: &[&str] = &[
     "gpgv",
     "gpg",
     "gpg-agent",
-    // The network boots' NBD server, and a TLS server with a self-signed certificate.
+    // The network boots' NBD server, a TLS server with a self-signed certificate, and the
+    // NIC's iPXE ROM.
     "nbdkit",
     "openssl",
+    "ipxe-qemu",
 ];
 
 const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -143,7 +145,7 @@ fn test(filter: Option<&str>) -> Result<()> {
     let mut outcomes = inspect_checks::run(&isoroot, &f, filter);
     outcomes.extend(verify_checks::run(&isoroot, &f, filter));
     outcomes.extend(cases::run(&f, accel, filter, 2));
-    outcomes.extend(net_cases::run(&f, accel, filter));
+    outcomes.extend(net_cases::run(&f, &isoroot, accel, filter));
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     let total: f64 = outcomes.iter().map(|o| o.secs).sum();
     println!("QEMU boot tests took {total:.0} s of VM time");
