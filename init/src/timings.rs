@@ -41,9 +41,12 @@ fn peak_kib() -> Option<u64> {
 }
 
 /// The phases as JSON, with their start and end in µs since boot.
-fn json(start: u64, marks: &[(&str, u64)], peak: Option<u64>) -> String {
+/// `used`: the machine's RAM in use (MemTotal − MemAvailable) when the init hands over, an
+/// ISO copied into RAM included.
+fn json(start: u64, marks: &[(&str, u64)], peak: Option<u64>, used: Option<u64>) -> String {
+    let kib = |v: Option<u64>| v.map_or("null".into(), |p| p.to_string());
     let mut s = format!("{{\"start_us\": {start}, \"end_us\": {}, ", marks.last().map_or(start, |m| m.1));
-    let _ = write!(s, "\"vmhwm_kib\": {}, \"phases\": [", peak.map_or("null".into(), |p| p.to_string()));
+    let _ = write!(s, "\"vmhwm_kib\": {}, \"mem_used_kib\": {}, \"phases\": [", kib(peak), kib(used));
     let mut from = start;
     for (i, (name, end)) in marks.iter().enumerate() {
         let sep = if i == 0 { "" } else { ", " };
@@ -69,7 +72,10 @@ pub fn write() -> Result<()> {
         })
         .collect();
     crate::debug!("timings: {}; peak memory {} KiB", phases.join(", "), peak.unwrap_or(0));
-    std::fs::write(FILE, json(start, &marks, peak)).with_context(|| format!("writing {FILE}"))
+    let used = crate::toram::meminfo("MemTotal")
+        .zip(crate::toram::meminfo("MemAvailable"))
+        .map(|(total, free)| total.saturating_sub(free) / 1024);
+    std::fs::write(FILE, json(start, &marks, peak, used)).with_context(|| format!("writing {FILE}"))
 }
 
 /// The arguments that hand the initrd's start to systemd as booster does: systemd reads
@@ -98,13 +104,15 @@ mod tests {
 
     #[test]
     fn phases_run_end_to_end() {
-        let j = json(100, &[("modules", 350), ("attach", 900)], Some(2048));
+        let j = json(100, &[("modules", 350), ("attach", 900)], Some(2048), Some(65536));
         assert_eq!(
             j,
-            "{\"start_us\": 100, \"end_us\": 900, \"vmhwm_kib\": 2048, \"phases\": [\
+            "{\"start_us\": 100, \"end_us\": 900, \"vmhwm_kib\": 2048, \"mem_used_kib\": 65536, \"phases\": [\
              {\"name\": \"modules\", \"start_us\": 100, \"end_us\": 350}, \
              {\"name\": \"attach\", \"start_us\": 350, \"end_us\": 900}]}\n"
         );
-        assert!(json(5, &[], None).contains("\"end_us\": 5, \"vmhwm_kib\": null"));
+        assert!(
+            json(5, &[], None, None).contains("\"end_us\": 5, \"vmhwm_kib\": null, \"mem_used_kib\": null")
+        );
     }
 }

@@ -13,11 +13,12 @@ pub const COPY: &str = "/run/isoroot/ram.iso";
 /// Left free after the copy, for the overlay and the system's first steps.
 pub const MARGIN: u64 = 128 << 20;
 
-fn mem_available() -> Option<u64> {
+/// A `/proc/meminfo` value (`MemAvailable`, `MemTotal`…) in bytes.
+pub fn meminfo(key: &str) -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = info
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -30,7 +31,7 @@ fn mem_available() -> Option<u64> {
 pub fn free_ram() -> Result<u64> {
     let run = nix::sys::statvfs::statvfs("/run").context("statvfs /run")?;
     let room = run.blocks_available() as u64 * run.fragment_size() as u64;
-    Ok(room.min(mem_available().unwrap_or(room)))
+    Ok(room.min(meminfo("MemAvailable").unwrap_or(room)))
 }
 
 /// Creates [`COPY`], ready to be written.

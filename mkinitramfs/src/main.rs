@@ -88,7 +88,7 @@ enum Cmd {
         #[arg(long)]
         url: Option<String>,
         /// With --ipxe: boot over NBD from this server (HOST[:PORT]), one export per ISO
-        /// named after the file without .iso, instead of downloading into RAM.
+        /// named after its file (nbdkit file dir=…), instead of downloading into RAM.
         #[arg(long, value_name = "HOST[:PORT]")]
         nbd: Option<String>,
         /// The mounted EFI system partition (with --bls).

@@ -295,8 +295,9 @@ pub fn bls(o: &Options, esp: &Path) -> Result<Vec<PathBuf>> {
 pub struct Ipxe {
     /// Where the folder is served: `http://server/live`.
     pub url: String,
-    /// `HOST[:PORT]` of an NBD server with one export per ISO, named after the file without
-    /// `.iso`: the entries then boot over NBD instead of downloading into RAM.
+    /// `HOST[:PORT]` of an NBD server with one export per ISO, named after its file (as
+    /// nbdkit's `file dir=` serves them): the entries then boot over NBD instead of
+    /// downloading into RAM.
     pub nbd: Option<String>,
     pub timeout: u32,
     pub default: usize,
@@ -343,7 +344,10 @@ pub fn ipxe(dir: &Path, profiles: &[Profile], append: &[String], n: &Ipxe) -> Re
         let label = slug(&file);
         let rel = file.strip_prefix(dir).unwrap_or(&file);
         let iso = match &n.nbd {
-            Some(server) => format!("iso=nbd://{server}/{label}"),
+            Some(server) => {
+                let name = file.file_name().unwrap_or_default();
+                format!("iso=nbd://{server}/{}", url_path(Path::new(name)))
+            }
             None => format!("iso={base}/{} iso.sha256={}", url_path(rel), sha256_hex(&file)?),
         };
         let words: Vec<&str> = [iso.as_str()].into_iter().chain(append.iter().map(String::as_str)).collect();

@@ -235,7 +235,8 @@ pub fn attach(c: &Cmdline, url: &Url, net: &Net, hw: &mut Hardware) -> Result<At
     if !hw.modules.load("nbd") {
         bail!("the kernel module nbd did not load: {}", hw.modules.failed.join("; "));
     }
-    let export = url.path.trim_start_matches('/');
+    let export = url.export();
+    let export = export.as_str();
     let name = url.to_string();
     let mut sock = connect(url, net, c.timeout)?;
     sock.set_read_timeout(Some(Duration::from_secs(IO_TIMEOUT_SECS)))?;

@@ -66,6 +66,27 @@ impl Url {
         Some(Url { scheme, host: host.to_ascii_lowercase(), port, path: path.into() })
     }
 
+    /// The NBD export: the path without its `/`, `%XX` escapes decoded.
+    pub fn export(&self) -> String {
+        let b = self.path.trim_start_matches('/').as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = (b[i] == b'%').then(|| b.get(i + 1..i + 3)).flatten();
+            match hex.and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
+                Some(v) => {
+                    out.push(v);
+                    i += 3;
+                }
+                None => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// `HOST:PORT`, for messages and for the HTTP Host header.
     pub fn authority(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -106,7 +127,9 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("mirror.example.org", 443));
         assert_eq!(u.to_string(), "https://mirror.example.org/a.iso");
         let u = Url::parse("nbd://server").unwrap();
-        assert_eq!((u.scheme, u.port, u.path.as_str()), (Scheme::Nbd, 10809, "/"));
+        assert_eq!((u.scheme, u.port, u.path.as_str(), u.export()), (Scheme::Nbd, 10809, "/", String::new()));
+        assert_eq!(Url::parse("nbd://h/debian%20live.iso").unwrap().export(), "debian live.iso");
+        assert_eq!(Url::parse("nbd://h/a%2").unwrap().export(), "a%2");
         assert!(is_remote("nbd://x/y") && !is_remote("UUID=x:/http://a") && !is_remote("/isos/a.iso"));
     }
 

@@ -29,6 +29,10 @@ pub struct BenchFixtures {
     /// The root image's size: how much the read rows read.
     pub root_bytes: u64,
     pub isoroot: PathBuf,
+    /// `--network`: NIC drivers and nbd.
+    pub isoroot_net: PathBuf,
+    /// The network boots' server folder: LIVE_ISO under it, at the same path as on the disk.
+    pub www: PathBuf,
     pub addon: PathBuf,
     pub combined: PathBuf,
     pub liveboot: PathBuf,
@@ -150,11 +154,13 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<BenchFixtures> {
     let words = run(Command::new(isoroot).arg("extents").arg(mnt.join(&LIVE_ISO[1..])))?;
     let hints = String::from_utf8(words.stdout)?.trim().to_string();
     drop(m);
-    for iso in [&live, &liveos] {
-        fs::remove_file(iso)?;
-    }
+    let www = dir.join("www");
+    fs::create_dir_all(www.join("isos"))?;
+    fs::rename(&live, www.join(&LIVE_ISO[1..]))?;
+    fs::remove_file(&liveos)?;
     let mk = |out: &Path, args: &[&str]| mkinitramfs(isoroot, init, &kver, out, args);
     let standalone = mk(&dir.join("isoroot.img"), &[])?;
+    let isoroot_net = mk(&dir.join("isoroot-net.img"), &["--network"])?;
     let addon = mk(&dir.join("isoroot-addon.img"), &["--no-modules"])?;
     let combined = dir.join("combined.img");
     concat_initrds(&[&liveboot, &addon], &combined)?;
@@ -166,6 +172,8 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<BenchFixtures> {
         disk,
         hints,
         isoroot: standalone,
+        isoroot_net,
+        www,
         addon,
         combined,
         liveboot,

@@ -6,6 +6,7 @@ mod fixtures;
 mod svg;
 
 use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec};
+use crate::servers::{self, HttpServer, Nbdkit};
 use anyhow::{bail, Context, Result};
 use fixtures::{BenchFixtures, DISK_UUID, LIVEOS_ISO, LIVEOS_LABEL, LIVE_ISO};
 use std::fmt::Write;
@@ -46,6 +47,14 @@ struct Entry {
     name: &'static str,
     initrd: PathBuf,
     append: String,
+    nic: Nic,
+}
+
+impl Entry {
+    /// A boot from the benchmark's disk, without a network card.
+    fn local(name: &'static str, initrd: &Path, append: String) -> Entry {
+        Entry { name, initrd: initrd.to_path_buf(), append, nic: Nic::None }
+    }
 }
 
 struct Bench<'a> {
@@ -70,7 +79,7 @@ impl Bench<'_> {
             echo: false,
             monitor: None,
             memory_mb: 1536,
-            nic: Nic::None,
+            nic: e.nic,
         };
         let mut vm = Vm::start(&spec)?;
         let done = vm.wait_for_any(&["BENCH-DONE", "Startup finished in"], BOOT_TIMEOUT);
@@ -167,25 +176,17 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
     let b = Bench { f: &f, accel, logs };
     let iso = format!("iso=UUID={DISK_UUID}:{LIVE_ISO}");
     let entries = [
-        Entry { name: "isoroot standalone (loop)", initrd: f.isoroot.clone(), append: format!("{iso} iso.attach=loop") },
-        Entry { name: "isoroot, extent hints (dm-linear)", initrd: f.isoroot.clone(), append: f.hints.clone() },
-        Entry {
-            name: "isoroot combined (ISO's initrd + addon)",
-            initrd: f.combined.clone(),
-            append: format!("rdinit=/isoroot/init {iso}"),
-        },
-        Entry {
-            name: "live-boot findiso= (ISO's initrd)",
-            initrd: f.liveboot.clone(),
-            append: format!("boot=live findiso={LIVE_ISO}"),
-        },
-        Entry {
-            name: "dracut iso-scan/filename=",
-            initrd: f.dracut.clone(),
-            append: format!(
+        Entry::local("isoroot standalone (loop)", &f.isoroot, format!("{iso} iso.attach=loop")),
+        Entry::local("isoroot, extent hints (dm-linear)", &f.isoroot, f.hints.clone()),
+        Entry::local("isoroot combined (ISO's initrd + addon)", &f.combined, format!("rdinit=/isoroot/init {iso}")),
+        Entry::local("live-boot findiso= (ISO's initrd)", &f.liveboot, format!("boot=live findiso={LIVE_ISO}")),
+        Entry::local(
+            "dracut iso-scan/filename=",
+            &f.dracut,
+            format!(
                 "root=live:CDLABEL={LIVEOS_LABEL} rd.live.image rd.live.overlay.overlayfs=1 iso-scan/filename={LIVEOS_ISO}"
             ),
-        },
+        ),
     ];
     let n = if smoke { 1 } else { 5 };
     let mut rows = Vec::new();
@@ -237,6 +238,7 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
             if peer { ("≥ 10× isoroot", Some(*bytes >= 10 * sizes[0].1)) } else { ("", None) };
         rows.push(row("2 initramfs size (compressed)", what, mib(*bytes), ratio, target, met));
     }
+    network_rows(&b, (entries[1].name, &all_boots[1].1), n, smoke, &mut rows)?;
     if !smoke {
         build_rows(&f, isoroot, init, &mut rows)?;
         read_rows(&b, &entries, &iso, &mut rows)?;
@@ -284,6 +286,84 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
     );
     std::fs::write(docs.join("bench.md"), md)?;
     println!("wrote docs/bench.md and docs/bench.svg");
+    Ok(())
+}
+
+fn used_mib(boots: &[Boot]) -> f64 {
+    median(
+        boots
+            .iter()
+            .filter_map(|b| b.timings.as_ref()?.get("mem_used_kib")?.as_f64())
+            .map(|k| k / 1024.0)
+            .collect(),
+    )
+}
+
+/// Rows 6 and 7: the same ISO from a web server (into RAM) and from an NBD export beside
+/// the local disk's boot; the guest's RAM in use when the root's init starts; and (not with
+/// `--smoke`) three guests booting at once from one nbdkit against one alone.
+fn network_rows(b: &Bench, local: (&str, &[Boot]), n: usize, smoke: bool, rows: &mut Vec<Row>) -> Result<()> {
+    let f = b.f;
+    let iso = f.www.join(&LIVE_ISO[1..]);
+    let http = HttpServer::start(&f.www)?;
+    let nbd = Nbdkit::start(&iso, &[])?;
+    let sum = servers::sha256(&iso)?;
+    let entries = [
+        Entry {
+            name: "isoroot over HTTP, into RAM",
+            initrd: f.isoroot_net.clone(),
+            append: format!("iso=http://10.0.2.2:{}{LIVE_ISO} iso.sha256={sum}", http.port),
+            nic: Nic::User,
+        },
+        Entry {
+            name: "isoroot over NBD",
+            initrd: f.isoroot_net.clone(),
+            append: format!("iso=nbd://10.0.2.2:{}/live", nbd.port),
+            nic: Nic::User,
+        },
+    ];
+    let boots: Vec<Vec<Boot>> =
+        entries.iter().map(|e| b.boots(e, "init=/bench-init", n, "time")).collect::<Result<_>>()?;
+    let reference = median(local.1.iter().map(|b| b.uptime).collect());
+    let runs = [(local.0, local.1)]
+        .into_iter()
+        .chain(entries.iter().map(|e| e.name).zip(boots.iter().map(Vec::as_slice)));
+    let g = "6 the same ISO: local disk, HTTP, NBD (kernel → root's init)";
+    let ram = "6 guest RAM in use when the root's init starts";
+    for (name, boots) in runs.clone() {
+        let m = median(boots.iter().map(|b| b.uptime).collect());
+        let ratio = format!("{:.2}× local disk", m / reference);
+        rows.push(row(g, name, format!("{m:.2} s (n={})", boots.len()), ratio, "", None));
+    }
+    for (name, boots) in runs {
+        rows.push(row(ram, name, format!("{:.0} MiB", used_mib(boots)), String::new(), "", None));
+    }
+    if smoke {
+        return Ok(());
+    }
+    // Three guests at once, each on its own thread, all reading the one export.
+    let over_nbd = &entries[1];
+    let together: Vec<Boot> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|i| s.spawn(move || b.boot(over_nbd, "init=/bench-init", &format!("together{i}"))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a boot thread panicked"))?.map(|(b, _)| b))
+            .collect::<Result<_>>()
+    })?;
+    let alone = median(boots[1].iter().map(|b| b.uptime).collect());
+    let at_once = median(together.iter().map(|b| b.uptime).collect());
+    let g = "7 guests on one NBD server (kernel → root's init)";
+    rows.push(row(g, "one guest", format!("{alone:.2} s"), String::new(), "", None));
+    rows.push(row(
+        g,
+        "three guests at once (median)",
+        format!("{at_once:.2} s"),
+        format!("{:.2}× one guest", at_once / alone),
+        "",
+        None,
+    ));
     Ok(())
 }
 
