@@ -112,7 +112,9 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
         (None, None) => unreachable!("checked above"),
     };
     let mut attached = attached.map_err(|e| with_module_failures(e, &hw.modules))?;
-    if cmdline.toram && attached.source.is_some() {
+    // An ISO from a web server is in RAM already; one from NBD or a disk is copied.
+    let in_ram = cmdline.remote.as_ref().is_some_and(|u| u.scheme != net::url::Scheme::Nbd);
+    if cmdline.toram && !in_ram {
         attached = toram::copy(sys, attached, &name)?;
     }
     match &attached.source {
