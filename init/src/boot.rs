@@ -90,14 +90,14 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     for note in &cmdline.notes {
         crate::info!("{note}");
     }
-    if cmdline.iso.is_none() && cmdline.remote.is_none() {
+    let Some(name) = cmdline.iso_name() else {
         bail!(
             "no ISO named on the kernel command line: expected iso=[SOURCE:]/PATH or iso=http(s)://… or \
              iso=nbd://… (or findiso=, iso-scan/filename=, img_dev=+img_loop=, isofrom_device=+isofrom_system=)\n\
              the command line was: {}",
             raw.trim_end()
         );
-    }
+    };
     let profiles = profile::load()?;
     timings::mark("setup");
 
@@ -106,10 +106,10 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     // Filesystem and device-mapper modules load while the storage drivers find the disk.
     let loading = Some(modules.load_list_in_background(Path::new(LOAD_LIST)));
     let mut hw = Hardware { modules, devices: Devices::default(), loading };
-    let (attached, name) = match (&cmdline.remote, &cmdline.iso) {
-        (Some(url), _) => (net::attach(sys, &cmdline, url, &mut hw), url.to_string()),
-        (None, Some(loc)) => (attach::attach(sys, &cmdline, loc, &mut hw), loc.to_string()),
-        (None, None) => unreachable!("checked above"),
+    let attached = match (&cmdline.remote, &cmdline.iso) {
+        (Some(url), _) => net::attach(sys, &cmdline, url, &mut hw),
+        (None, Some(loc)) => attach::attach(sys, &cmdline, loc, &mut hw),
+        (None, None) => unreachable!("iso_name() is Some"),
     };
     let mut attached = attached.map_err(|e| with_module_failures(e, &hw.modules))?;
     // An ISO from a web server is in RAM already; one from NBD or a disk is copied.
@@ -228,11 +228,7 @@ fn write_state(c: &Cmdline, plan: &liveroot::Plan, attached: &Attached) -> Resul
     let state = format!(
         "profile={}\niso={}\ndevice={}\nattach={}\nmedium={}\nlayers={}\n",
         plan.profile.name,
-        c.remote
-            .as_ref()
-            .map(ToString::to_string)
-            .or(c.iso.as_ref().map(ToString::to_string))
-            .unwrap_or_default(),
+        c.iso_name().unwrap_or_default(),
         attached.source.as_ref().map(|s| s.path.display().to_string()).unwrap_or_default(),
         attached.dev.display(),
         plan.profile.medium,

@@ -296,6 +296,11 @@ impl Cmdline {
         self.params.iter().rev().find(|(k, _)| k == key).and_then(|(_, v)| v.as_deref())
     }
 
+    /// The ISO as the command line names it: a URL or `[SOURCE:]PATH`.
+    pub fn iso_name(&self) -> Option<String> {
+        self.remote.as_ref().map(ToString::to_string).or_else(|| self.iso.as_ref().map(ToString::to_string))
+    }
+
     fn has(&self, key: &str) -> bool {
         self.params.iter().any(|(k, _)| k == key)
     }

@@ -238,7 +238,6 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
             if peer { ("≥ 10× isoroot", Some(*bytes >= 10 * sizes[0].1)) } else { ("", None) };
         rows.push(row("2 initramfs size (compressed)", what, mib(*bytes), ratio, target, met));
     }
-    network_rows(&b, (entries[1].name, &all_boots[1].1), n, smoke, &mut rows)?;
     if !smoke {
         build_rows(&f, isoroot, init, &mut rows)?;
         read_rows(&b, &entries, &iso, &mut rows)?;
@@ -257,6 +256,7 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
         "≤ 8 MiB",
         Some(peak <= 8 * 1024),
     ));
+    network_rows(&b, (entries[1].name, &all_boots[1].1), n, smoke, &mut rows)?;
     let analyze = analyze(&b, &entries[1])?;
     let text = table(&rows);
     println!("\n{text}\nsystemd-analyze in the booted root (isoroot, extent hints): {analyze}");
