@@ -231,6 +231,23 @@ fn keeper_alive(child: nix::unistd::Pid) -> bool {
     matches!(waitpid(child, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive))
 }
 
+/// The kernel gives the device its size when the connection starts and takes it away (0)
+/// the moment the connection dies, before the keeper's NBD_DO_IT has returned.
+fn has_size(size_file: &Path) -> bool {
+    std::fs::read_to_string(size_file).is_ok_and(|s| s.trim() != "0")
+}
+
+/// After a failed read: whether the connection is gone, given up to 2 s to show it.
+fn went_away(child: nix::unistd::Pid, size_file: &Path) -> bool {
+    (0..100).any(|_| {
+        let gone = !keeper_alive(child) || !has_size(size_file);
+        if !gone {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gone
+    })
+}
+
 pub fn attach(c: &Cmdline, url: &Url, net: &Net, hw: &mut Hardware) -> Result<Attached> {
     if !hw.modules.load("nbd") {
         bail!("the kernel module nbd did not load: {}", hw.modules.failed.join("; "));
@@ -276,7 +293,7 @@ pub fn attach(c: &Cmdline, url: &Url, net: &Net, hw: &mut Hardware) -> Result<At
     drop(sock);
     let size_file = Path::new("/sys/block").join(path.file_name().expect("/dev/nbdN")).join("size");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&size_file).map_or(true, |s| s.trim() == "0") {
+    while !has_size(&size_file) {
         if !keeper_alive(child) || Instant::now() >= deadline {
             bail!("{} did not come up with the NBD connection to {}", path.display(), url.authority());
         }
@@ -291,9 +308,9 @@ pub fn attach(c: &Cmdline, url: &Url, net: &Net, hw: &mut Hardware) -> Result<At
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let iso = attach::check_image(&file, info.size, c, &name).map_err(|e| {
         let e = e.context(format!("reading {name} through {}", path.display()));
-        match keeper_alive(child) {
-            true => e,
-            false => e.context(format!("the NBD server {} went away during the boot", url.authority())),
+        match went_away(child, &size_file) {
+            false => e,
+            true => e.context(format!("the NBD server {} went away during the boot", url.authority())),
         }
     })?;
     let how = format!("NBD export {export:?} from {}, read-only, not copied", url.authority());
