@@ -45,13 +45,20 @@ impl Net<'_> {
         HttpServer::start(&self.www).map_err(|e| e.to_string())
     }
 
+    /// Boots the kernel with the network initramfs.
     fn start(&self, append: &str, nic: Nic) -> Result<Vm, String> {
+        let boot = BootFrom::Kernel {
+            kernel: self.f.kernel.clone(),
+            initrd: Some(self.f.initrds["net"].clone()),
+            append: format!("console=ttyS0 panic=-1 {append}"),
+        };
+        self.start_from(boot, nic)
+    }
+
+    /// A diskless VM with 512 MiB.
+    fn start_from(&self, boot: BootFrom, nic: Nic) -> Result<Vm, String> {
         let spec = VmSpec {
-            boot: BootFrom::Kernel {
-                kernel: self.f.kernel.clone(),
-                initrd: Some(self.f.initrds["net"].clone()),
-                append: format!("console=ttyS0 panic=-1 {append}"),
-            },
+            boot,
             disks: vec![],
             writable: false,
             accel: self.accel,
@@ -132,17 +139,7 @@ fn ipxe_menu(n: &Net) -> Result<(), String> {
             .arg(&script),
     )
     .map_err(|e| e.to_string())?;
-    let spec = VmSpec {
-        boot: BootFrom::Ipxe { script: format!("{url}/boot.ipxe") },
-        disks: vec![],
-        writable: false,
-        accel: n.accel,
-        echo: false,
-        monitor: None,
-        memory_mb: 512,
-        nic: Nic::User,
-    };
-    let vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
+    let vm = n.start_from(BootFrom::Ipxe { script: format!("{url}/boot.ipxe") }, Nic::User)?;
     let iso = format!("{url}{}", servers::LATEST);
     let expect = and(
         debian(),
@@ -304,6 +301,7 @@ pub fn run(f: &Fixtures, isoroot: &Path, accel: Accel, filter: Option<&str>) -> 
     let www = match www(f) {
         Ok(w) => w,
         Err(e) => {
+            println!("FAILED network: the server's folder: {e}");
             let result = Err(format!("making the web server's folder: {e}"));
             return vec![Outcome { name: "network: the server's folder".into(), result, secs: 0.0 }];
         }

@@ -24,12 +24,19 @@ fn gpg(home: &Path) -> Command {
 
 /// A key, its public keyring, and signed sums files: `good` lists the ISO's real sum, `bad`
 /// a wrong one, `changed` is `good` edited after signing.
+/// Stops the gpg-agent that gpg started for `home`: one left from an earlier run serves a
+/// folder that was deleted and made again, and key generation then fails now and then.
+fn kill_agent(home: &Path) {
+    let _ = Command::new("gpgconf").arg("--homedir").arg(home).args(["--kill", "gpg-agent"]).output();
+}
+
 fn prepare(f: &Fixtures, iso: &Path) -> Result<Signed> {
     let dir = f.dir.join("verify");
+    let home = dir.join("gnupg");
     if dir.exists() {
+        kill_agent(&home);
         fs::remove_dir_all(&dir)?;
     }
-    let home = dir.join("gnupg");
     fs::create_dir_all(&home)?;
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&home, fs::Permissions::from_mode(0o700))?;
@@ -59,6 +66,7 @@ fn prepare(f: &Fixtures, iso: &Path) -> Result<Signed> {
         )?;
     }
     fs::write(dir.join("SHA256SUMS.changed"), format!("{}  {name}\n", "2".repeat(64)))?;
+    kill_agent(&home);
     Ok(Signed { keyring, dir })
 }
 
@@ -67,6 +75,7 @@ pub fn run(isoroot: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
     let signed = match prepare(f, &iso) {
         Ok(s) => s,
         Err(e) => {
+            println!("FAILED verify: set-up: {e:#}");
             return vec![Outcome { name: "verify: set-up".into(), result: Err(format!("{e:#}")), secs: 0.0 }];
         }
     };

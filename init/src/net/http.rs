@@ -119,10 +119,7 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<Head> {
 
 fn get(url: &Url, net: &Net) -> Result<Response> {
     let mut conn = connect(url, net)?;
-    let host = match url.port == url.scheme.default_port() {
-        true => url.host.clone(),
-        false => url.authority(),
-    };
+    let host = if url.port == url.scheme.default_port() { url.host.clone() } else { url.authority() };
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: isoroot/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         url.path,

@@ -44,6 +44,13 @@ struct Iface {
     mac: [u8; 6],
 }
 
+impl std::fmt::Display for Iface {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let mac: Vec<String> = self.mac.iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "{} ({})", self.name, mac.join(":"))
+    }
+}
+
 fn sysfs(name: &str, attr: &str) -> Option<String> {
     fs::read_to_string(Path::new("/sys/class/net").join(name).join(attr)).ok().map(|s| s.trim().to_string())
 }
@@ -120,7 +127,7 @@ fn no_interface(device: Option<&str>, timeout: Duration) -> anyhow::Error {
 fn first_link(ifaces: Vec<Iface>, rtnl: &mut rtnl::Rtnl, deadline: Instant) -> Result<Iface> {
     for i in &ifaces {
         rtnl.set_up(i.index).with_context(|| format!("setting {} up", i.name))?;
-        crate::debug!("{} ({}) is up", i.name, sysfs(&i.name, "address").unwrap_or_default());
+        crate::debug!("{i} is up");
     }
     let mut announced = false;
     loop {
@@ -128,10 +135,7 @@ fn first_link(ifaces: Vec<Iface>, rtnl: &mut rtnl::Rtnl, deadline: Instant) -> R
             return Ok(ifaces.into_iter().nth(pos).expect("position is in range"));
         }
         if Instant::now() >= deadline {
-            let names: Vec<String> = ifaces
-                .iter()
-                .map(|i| format!("{} ({})", i.name, sysfs(&i.name, "address").unwrap_or_default()))
-                .collect();
+            let names: Vec<String> = ifaces.iter().map(ToString::to_string).collect();
             bail!("no link: {} without carrier; is the cable in and the switch port up?", names.join(", "));
         }
         if !announced {

@@ -308,9 +308,10 @@ pub fn attach(c: &Cmdline, url: &Url, net: &Net, hw: &mut Hardware) -> Result<At
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let iso = attach::check_image(&file, info.size, c, &name).map_err(|e| {
         let e = e.context(format!("reading {name} through {}", path.display()));
-        match went_away(child, &size_file) {
-            false => e,
-            true => e.context(format!("the NBD server {} went away during the boot", url.authority())),
+        if went_away(child, &size_file) {
+            e.context(format!("the NBD server {} went away during the boot", url.authority()))
+        } else {
+            e
         }
     })?;
     let how = format!("NBD export {export:?} from {}, read-only, not copied", url.authority());
