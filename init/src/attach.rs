@@ -1,6 +1,8 @@
 //! Step 5: make the ISO a block device, never mounting the filesystem that holds it when
 //! that can be avoided. In order:
-//! (a) extent hints (`iso.extents=` or `iso.map=`) checked by their fingerprint;
+//! (a) extent hints (`iso.extents=` or `iso.map=`), used only when they are the file's
+//!     allocation now (or, on filesystems isoroot cannot read, their fingerprint samples
+//!     every extent), and checked by their fingerprint;
 //! (b) the file's allocation read from the filesystem in user space (`scan`), checked by
 //!     the ISO's volume descriptor and size;
 //! (c) the filesystem mounted read-only and the file on a read-only loop device.
@@ -17,6 +19,7 @@ use crate::mount::{Linux, Sys};
 use crate::scan::{self, Run, ScanError};
 use crate::superblock::FsKind;
 use crate::verify;
+use crate::verify::{Covers, Fingerprint};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -48,7 +51,7 @@ fn dm_name(path: &str) -> String {
 }
 
 /// The linear table for `extents` on a device of `dev_sectors` sectors.
-fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result<Vec<Target>> {
+pub(crate) fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result<Vec<Target>> {
     extents
         .iter()
         .map(|e| {
@@ -133,8 +136,93 @@ fn map_checked(
     }
 }
 
-/// (a): maps the file by its extents and proves the mapping: fingerprint, then the ISO's
-/// own volume descriptor and size.
+/// The file's sectors as the filesystem has them, when every byte has some (a hole or a
+/// run off a sector boundary has none to name).
+pub(crate) fn sectors(runs: &[Run]) -> Option<Vec<Extent>> {
+    runs.iter()
+        .map(|r| match *r {
+            Run::Data { offset, len } if offset % 512 == 0 => {
+                Some(Extent { start: offset / 512, sectors: len.div_ceil(512) })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Adjacent extents as one, so that two spellings of the same sectors compare equal.
+fn merged(extents: &[Extent]) -> Vec<Extent> {
+    let mut out: Vec<Extent> = Vec::with_capacity(extents.len());
+    for &e in extents {
+        match out.last_mut() {
+            Some(last) if last.start + last.sectors == e.start => last.sectors += e.sectors,
+            _ => out.push(e),
+        }
+    }
+    out
+}
+
+/// Whether `hints` name exactly the sectors the filesystem gives the file `now`; on a
+/// difference, the first one, for the message.
+pub(crate) fn same_sectors(hints: &[Extent], now: &[Extent]) -> Result<()> {
+    let (hints, now) = (merged(hints), merged(now));
+    if hints == now {
+        return Ok(());
+    }
+    let i = hints.iter().zip(&now).take_while(|(a, b)| a == b).count();
+    let at = |list: &[Extent]| list.get(i).map_or("nothing".into(), |e| format!("{}+{}", e.start, e.sectors));
+    bail!(
+        "the hints name {} extents, the filesystem has {}; extent {} is {} in the hints, {} on the disk",
+        hints.len(),
+        now.len(),
+        i + 1,
+        at(&hints),
+        at(&now)
+    )
+}
+
+/// Why hints can be trusted to name the file's own sectors, said before anything is mapped.
+/// A copied-then-deleted file keeps its contents on freed sectors until another file takes
+/// them, so no fingerprint of the ends can tell stale hints from good ones: where isoroot
+/// reads the file's allocation, the hints must be that allocation now; elsewhere (block-mapped
+/// ext2/ext3 files, filesystems isoroot does not read) only a fingerprint that samples every
+/// extent is accepted.
+fn trust_hints(source: &BlockDev, path: &str, hints: &[Extent], print: &Fingerprint) -> Result<String> {
+    let kind = source.fs.as_ref().map(|f| f.kind);
+    let unreadable = match kind {
+        Some(kind @ (FsKind::Ext4 | FsKind::Vfat | FsKind::Exfat | FsKind::Ntfs)) => {
+            let fs = kind.name();
+            let dev =
+                File::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
+            match scan::map(&dev, kind, path) {
+                Ok(map) => {
+                    let now = sectors(&map.runs)
+                        .ok_or_else(|| anyhow!("{path} on {source} has holes now, and hints have none"))?;
+                    same_sectors(hints, &now).with_context(|| {
+                        format!(
+                            "iso.extents= is not where {path} lies in the {fs} allocation on {source}: the file \
+                             was moved, copied or rewritten since the hints were made, and the sectors they name \
+                             may belong to another file now (run `isoroot extents` again)"
+                        )
+                    })?;
+                    return Ok(format!("they match the {fs} allocation"));
+                }
+                Err(ScanError::Unsupported(why)) => why,
+                Err(e) => bail!("they cannot be checked against the {fs} allocation on {source}: {e}"),
+            }
+        }
+        _ => format!("isoroot does not read the allocation of the filesystem on {source}"),
+    };
+    match print.covers {
+        Covers::Extents => Ok(format!("its fingerprint samples every extent: {unreadable}")),
+        Covers::Ends => bail!(
+            "{unreadable}, and iso.fingerprint=sha256: covers only the file's ends, which a deleted copy leaves \
+             on freed sectors; run `isoroot extents` again for a sha256-extents: fingerprint"
+        ),
+    }
+}
+
+/// (a): maps the file by its extents once [`trust_hints`] says they are its own, and proves
+/// the mapping: fingerprint, then the ISO's own volume descriptor and size.
 fn by_hints(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
     let extents = c.extents.as_deref().unwrap_or_default();
     let Some(src) = &loc.source else {
@@ -146,22 +234,22 @@ fn by_hints(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> 
         );
     };
     let source = locate::wait_for_device(src, c.timeout, hw)?;
+    let why = trust_hints(&source, &loc.path, extents, &want)?;
     let (major, minor) = dev_numbers(&source)?;
     let targets = table(extents, major, minor, source.size / 512)?;
-    let len: u64 = extents.iter().map(|e| e.sectors * 512).sum();
+    let lens: Vec<u64> = extents.iter().map(|e| e.sectors * 512).collect();
+    let len: u64 = lens.iter().sum();
     let (dev, iso) = map_checked(sys, &dm_name(&loc.path), &targets, |file| {
-        let got = verify::fingerprint(file, len).context("reading the mapped device")?;
+        let got = verify::fingerprint(file, len, want.covers, &lens).context("reading the mapped device")?;
         if got != want {
             bail!(
-                "the mapped sectors have fingerprint sha256:{}, iso.fingerprint= says sha256:{}: the file moved or \
-                 changed since the hints were made (run `isoroot extents` again)",
-                verify::hex(&got),
-                verify::hex(&want)
+                "the mapped sectors have fingerprint {got}, iso.fingerprint= says {want}: the file moved or \
+                 changed since the hints were made (run `isoroot extents` again)"
             );
         }
         check_image(file, len, c, &loc.to_string())
     })?;
-    Ok(Attached { dev, iso, source: Some(source), how: "dm-linear from extent hints".into() })
+    Ok(Attached { dev, iso, source: Some(source), how: format!("dm-linear from extent hints ({why})") })
 }
 
 /// Why a scan cannot help, and whether the loop path could (a missing file is missing
@@ -272,6 +360,23 @@ mod tests {
         );
         let err = table(&e, 254, 1, 149).unwrap_err().to_string();
         assert!(err.contains("ends past the device's 149 sectors"), "{err}");
+    }
+
+    #[test]
+    fn hints_must_be_the_allocation_now() {
+        let e = |start, sectors| Extent { start, sectors };
+        let runs = [Run::Data { offset: 8192, len: 8192 }, Run::Data { offset: 1 << 20, len: 1000 }];
+        let now = sectors(&runs).unwrap();
+        assert_eq!(now, [e(16, 16), e(2048, 2)]);
+        // The same sectors written as more extents agree.
+        same_sectors(&[e(16, 8), e(24, 8), e(2048, 2)], &now).unwrap();
+        // A copy elsewhere: same lengths, other sectors.
+        let err = same_sectors(&[e(16, 16), e(4096, 2)], &now).unwrap_err().to_string();
+        assert!(err.contains("extent 2 is 4096+2 in the hints, 2048+2 on the disk"), "{err}");
+        let err = same_sectors(&[e(16, 16)], &now).unwrap_err().to_string();
+        assert!(err.contains("extent 2 is nothing in the hints"), "{err}");
+        // Holes have no sectors.
+        assert_eq!(sectors(&[Run::Zero { len: 4096 }]), None);
     }
 
     #[test]

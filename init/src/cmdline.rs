@@ -2,6 +2,7 @@
 //! everything else kept for the profiles that read distro keys (`layerfs-path=`).
 
 use crate::net::url::{self, Scheme, Url};
+use crate::verify::Fingerprint;
 use std::time::Duration;
 
 /// Where a block device is named: by filesystem or partition tag, or by kernel name.
@@ -74,7 +75,7 @@ pub struct Cmdline {
     pub insecure: bool,
     pub extents: Option<Vec<Extent>>,
     pub map: Option<String>,
-    pub fingerprint: Option<[u8; 32]>,
+    pub fingerprint: Option<Fingerprint>,
     pub sha256: Option<[u8; 32]>,
     pub profile: Option<String>,
     pub toram: bool,
@@ -431,8 +432,9 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
             c.map = Some(clean_path(v).ok_or_else(|| bad(key, "an absolute path in the initramfs", v))?)
         }
         "iso.fingerprint" => {
-            let hex = v.strip_prefix("sha256:").ok_or_else(|| bad(key, "sha256:HEX", v))?;
-            c.fingerprint = Some(parse_sha256(key, hex)?);
+            let (covers, hex) =
+                Fingerprint::split(v).ok_or_else(|| bad(key, "sha256-extents:HEX (or sha256:HEX)", v))?;
+            c.fingerprint = Some(Fingerprint { covers, sha256: parse_sha256(key, hex)? });
         }
         "iso.sha256" => c.sha256 = Some(parse_sha256(key, v)?),
         "iso.profile" => {
@@ -517,6 +519,7 @@ fn apply_compat(c: &mut Cmdline) -> Result<(), CmdlineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::Covers;
 
     fn loc(source: Option<Source>, path: &str) -> Option<Location> {
         Some(Location { source, path: path.into() })
@@ -599,7 +602,7 @@ mod tests {
             Some(vec![Extent { start: 2048, sectors: 100 }, Extent { start: 9000, sectors: 8 }])
         );
         assert_eq!(c.map.as_deref(), Some("/etc/isoroot/maps/a.map"));
-        assert_eq!(c.fingerprint, Some([0xab; 32]));
+        assert_eq!(c.fingerprint, Some(Fingerprint { covers: Covers::Ends, sha256: [0xab; 32] }));
         assert_eq!(c.sha256, Some([0xab; 32]));
         assert_eq!(c.profile.as_deref(), Some("debian-live"));
         assert!(c.toram && c.debug && c.rescue);
@@ -648,12 +651,12 @@ mod tests {
         let h = "cd".repeat(32);
         let mut c = parse("iso.map=/etc/isoroot/maps/a.map").unwrap();
         c.apply_map(&format!(
-            "# written by isoroot extents\niso=LABEL=MY USB:/isos/a b.iso\niso.extents=8+8,100+16\niso.fingerprint=sha256:{h}\n"
+            "# written by isoroot extents\niso=LABEL=MY USB:/isos/a b.iso\niso.extents=8+8,100+16\niso.fingerprint=sha256-extents:{h}\n"
         ))
         .unwrap();
         assert_eq!(c.iso, loc(Some(Source::Label("MY USB".into())), "/isos/a b.iso"));
         assert_eq!(c.extents.as_ref().map(Vec::len), Some(2));
-        assert_eq!(c.fingerprint, Some([0xcd; 32]));
+        assert_eq!(c.fingerprint, Some(Fingerprint { covers: Covers::Extents, sha256: [0xcd; 32] }));
         let mut c = parse("iso=/b.iso iso.map=/m").unwrap();
         c.apply_map("iso=/a.iso\n").unwrap();
         assert_eq!(c.iso, loc(None, "/b.iso"));

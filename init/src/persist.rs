@@ -5,8 +5,9 @@
 //! And nothing is mounted writable before the image's own ext4 UUID matches
 //! `iso.persist.uuid=`. Any doubt: boot without persistence and say why.
 
+use crate::attach;
 use crate::blockdev::BlockDev;
-use crate::cmdline::{format_extents, Cmdline, Extent, Location};
+use crate::cmdline::{Cmdline, Extent, Location};
 use crate::dm::Target;
 use crate::locate::{self, Hardware};
 use crate::mount::Linux;
@@ -71,30 +72,22 @@ fn current_map(source: &BlockDev, loc: &Location, hints: Option<&[Extent]>) -> R
     let map = scan::map(&file, kind, &loc.path).map_err(|e| {
         anyhow!("{source}: {e} (isoroot maps persistence files on clean ext4, FAT, exFAT and NTFS only)")
     })?;
-    let (major, minor) = crate::attach::dev_numbers(source)?;
-    // The table the device will be made of is also what hints are checked against.
-    let targets = crate::attach::scan_table(&map.runs, major, minor)?;
-    let mut now = Vec::new();
-    for t in &targets {
-        match *t {
-            Target::Linear { start, sectors, .. } => now.push(Extent { start, sectors }),
-            Target::Zero { .. } => bail!(
-                "{} is sparse (or preallocated but unwritten): writes there would be lost to the host; copy it \
-                 densely: cp --sparse=never IMG NEW && mv NEW IMG",
-                loc.path
-            ),
-        }
-    }
+    let now = attach::sectors(&map.runs).ok_or_else(|| {
+        anyhow!(
+            "{} is sparse (or preallocated but unwritten): writes there would be lost to the host; copy it \
+             densely: cp --sparse=never IMG NEW && mv NEW IMG",
+            loc.path
+        )
+    })?;
     if let Some(hints) = hints {
-        if now != hints {
-            bail!(
-                "iso.persist.extents= ({}) is not where {} lies now ({}): stale hints, and a stale map is never \
-                 written to; run `isoroot extents` again",
-                format_extents(hints),
-                loc.path,
-                format_extents(&now)
-            );
-        }
+        attach::same_sectors(hints, &now).with_context(|| {
+            format!(
+                "iso.persist.extents= is not where {} lies now: stale hints, and a stale map is never written \
+                 to; run `isoroot extents` again",
+                loc.path
+            )
+        })?;
     }
-    Ok(targets)
+    let (major, minor) = attach::dev_numbers(source)?;
+    attach::table(&now, major, minor, source.size / 512)
 }

@@ -4,7 +4,8 @@
 use crate::cpio::Archive;
 use anyhow::{bail, Context, Result};
 use isoroot_init::cmdline::{format_extents, Extent, Location, Source};
-use isoroot_init::{scan, superblock, verify};
+use isoroot_init::verify::{self, Covers, Fingerprint};
+use isoroot_init::{scan, superblock};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -185,7 +186,7 @@ struct Placed {
     loc: Location,
     /// (byte offset on the device, length), in file order.
     runs: Vec<(u64, u64)>,
-    fingerprint: [u8; 32],
+    fingerprint: Fingerprint,
 }
 
 /// Where a file in a mounted filesystem is, as `iso=` names it: its filesystem's UUID and
@@ -207,7 +208,8 @@ fn by_fiemap(file: &Path) -> Result<Placed> {
     }
     let loc = location(file)?;
     let runs = physical_extents(&f, len, &name)?;
-    Ok(Placed { loc, runs, fingerprint: verify::fingerprint(&f, len)? })
+    let fingerprint = fingerprint(&f, len, &runs)?;
+    Ok(Placed { loc, runs, fingerprint })
 }
 
 /// `path` in the filesystem on `dev`, from its on-disk allocation (isoroot's boot-time
@@ -218,6 +220,9 @@ fn by_scan(dev: &Path, path: &str) -> Result<Placed> {
         .map(|f| f.kind)
         .with_context(|| format!("no filesystem on {}", dev.display()))?;
     let map = scan::map(&d, kind, path).map_err(|e| anyhow::anyhow!("{}: {e}", dev.display()))?;
+    if map.size == 0 || map.size % 512 != 0 {
+        bail!("{path} on {} is not a file whose size is a whole number of 512-byte sectors", dev.display());
+    }
     let mut runs = Vec::new();
     for r in &map.runs {
         match *r {
@@ -228,9 +233,20 @@ fn by_scan(dev: &Path, path: &str) -> Result<Placed> {
         }
     }
     let through = Through { dev: &d, runs: &runs };
-    let fingerprint = verify::fingerprint(&through, map.size)?;
+    let fingerprint = fingerprint(&through, map.size, &runs)?;
     let loc = Location { source: Some(Source::Uuid(uuid_of(dev)?)), path: path.to_string() };
     Ok(Placed { loc, runs, fingerprint })
+}
+
+/// The fingerprint that samples every extent: the boot checks it wherever it cannot read
+/// the filesystem's allocation to prove that the sectors are still the file's.
+fn fingerprint(
+    file: &(impl superblock::ReadAt + ?Sized),
+    len: u64,
+    runs: &[(u64, u64)],
+) -> Result<Fingerprint> {
+    let lens: Vec<u64> = runs.iter().map(|&(_, l)| l).collect();
+    Ok(verify::fingerprint(file, len, Covers::Extents, &lens)?)
 }
 
 fn uuid_of(dev: &Path) -> Result<String> {
@@ -285,7 +301,7 @@ fn keys(placed: &Placed, name: &str) -> Result<[(&'static str, String); 3]> {
     Ok([
         ("iso", placed.loc.to_string()),
         ("iso.extents", format_extents(&extents)),
-        ("iso.fingerprint", format!("sha256:{}", verify::hex(&placed.fingerprint))),
+        ("iso.fingerprint", placed.fingerprint.to_string()),
     ])
 }
 

@@ -210,7 +210,12 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             format!("iso=UUID={EXT4_UUID}:/isos/notiso.iso"),
             failure(&["/isos/notiso.iso is not an ISO 9660 or UDF image: expected \"CD001\" at byte 32769, found \"ZZZZZ\""]),
         ),
-        case("debian-live by extent hints (dm-linear)", &["ext4-hints"], f.hints.clone(), and(debian(), &[dm_medium, dm_layer], &[host])),
+        case(
+            "debian-live by extent hints (dm-linear)",
+            &["ext4-hints"],
+            f.hints.good.clone(),
+            and(debian(), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium, dm_layer], &[host]),
+        ),
         Case {
             initrd: "map",
             ..case(
@@ -223,10 +228,10 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         case(
             "wrong fingerprint falls back to a scan",
             &["ext4-hints"],
-            f.hints.split(' ').map(|w| if w.starts_with("iso.fingerprint=") { "iso.fingerprint=sha256:0000000000000000000000000000000000000000000000000000000000000000" } else { w }).collect::<Vec<_>>().join(" "),
+            f.hints.good.split(' ').map(|w| if w.starts_with("iso.fingerprint=") { "iso.fingerprint=sha256-extents:0000000000000000000000000000000000000000000000000000000000000000" } else { w }).collect::<Vec<_>>().join(" "),
             and(
                 debian(),
-                &["extent hints not used: the mapped sectors have fingerprint sha256:", "falling back to a scan", dm_medium],
+                &["extent hints not used: the mapped sectors have fingerprint sha256-extents:", "falling back to a scan", dm_medium],
                 &[host],
             ),
         ),
@@ -238,6 +243,68 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"),
                 &["the file moved or changed since the hints were made", "mount: /dev/mapper/stale /run/isoroot/medium iso9660"],
                 &[host],
+            ),
+        ),
+        // A copy made, the old file deleted, its freed sectors reused by another file except
+        // at the old copy's ends: hints that an ends-only fingerprint would pass. Where
+        // isoroot reads the allocation (ext4) the hints must be it; where it cannot
+        // (ext3's block maps) only a fingerprint that samples every extent is trusted.
+        case(
+            "moved ISO, freed sectors reused: ext4 hints refused by the allocation, scan boots the copy",
+            &["ext4-hints"],
+            f.hints.moved.clone(),
+            and(
+                debian(),
+                &[
+                    "extent hints not used: iso.extents= is not where /isos/moved.iso lies in the ext4 allocation",
+                    "may belong to another file now",
+                    "dm-linear from a scan of ext4 (",
+                    "mount: /dev/mapper/moved /run/live/medium iso9660 ro",
+                ],
+                &[host],
+            ),
+        ),
+        case(
+            "old fingerprint form (ends only) on ext4: hints used, proven by the allocation",
+            &["ext4-hints"],
+            f.hints.ends_only.clone(),
+            and(debian(), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium], &[host, "extent hints not used"]),
+        ),
+        case(
+            "block-mapped ext3 by extent hints: fingerprint of every extent",
+            &["ext3-hints"],
+            f.ext3_hints.good.clone(),
+            and(
+                debian(),
+                &["dm-linear from extent hints (its fingerprint samples every extent: the file uses ext2/ext3 block maps", dm_medium],
+                &[host],
+            ),
+        ),
+        case(
+            "moved ISO on ext3, freed sectors reused: every-extent fingerprint refuses the hints, loop boots the copy",
+            &["ext3-hints"],
+            f.ext3_hints.moved.clone(),
+            and(
+                debian(),
+                &[
+                    "extent hints not used: the mapped sectors have fingerprint sha256-extents:",
+                    "loop device on the read-only mounted file",
+                    "loop: loop0 /run/isoroot/host/isos/moved.iso offset=0",
+                ],
+                &["dm-linear from extent hints"],
+            ),
+        ),
+        case(
+            "old fingerprint form (ends only) on ext3: refused, it cannot see reused sectors",
+            &["ext3-hints"],
+            f.ext3_hints.ends_only.clone(),
+            and(
+                debian(),
+                &[
+                    "block maps, which isoroot's reader does not follow, and iso.fingerprint=sha256: covers only the file's ends",
+                    "loop: loop0 /run/isoroot/host/isos/debian-live.iso offset=0",
+                ],
+                &["dm-linear from extent hints"],
             ),
         ),
         case(
@@ -252,7 +319,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 "200+-extent map as an extra initrd",
                 &["ext4-frag"],
                 "iso.map=/etc/isoroot/maps/debian-live.map".into(),
-                and(debian(), &["dm-linear from extent hints", dm_medium], &[host]),
+                and(debian(), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium], &[host]),
             )
         },
         case(

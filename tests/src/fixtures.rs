@@ -13,6 +13,7 @@ pub const EMPTY_UUID: &str = "11111111-2222-3333-4444-555555555555";
 pub const HINTS_UUID: &str = "22222222-3333-4444-5555-666666666666";
 pub const BAD_UUID: &str = "33333333-4444-5555-6666-777777777777";
 pub const FRAG_UUID: &str = "44444444-5555-6666-7777-888888888888";
+pub const EXT3_UUID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 pub const RECOVER_UUID: &str = "55555555-6666-7777-8888-999999999999";
 /// The ext4 disk that holds an ISO and a persistence image, and the image's own UUID.
 pub const PERSIST_HOST_UUID: &str = "66666666-7777-8888-9999-aaaaaaaaaaaa";
@@ -48,8 +49,9 @@ pub struct Fixtures {
     /// archive appended.
     pub initrds: BTreeMap<&'static str, PathBuf>,
     pub disks: BTreeMap<&'static str, PathBuf>,
-    /// `isoroot extents` words for /isos/debian-live.iso on the ext4-hints disk.
-    pub hints: String,
+    /// `isoroot extents` words for the ext4-hints disk and for ext3-hints (block-mapped).
+    pub hints: HintWords,
+    pub ext3_hints: HintWords,
     /// Words taken for /isos/stale.iso before that file was rewritten with another ISO.
     pub stale_hints: String,
     /// Every fixture ISO, for `isoroot inspect`.
@@ -234,46 +236,162 @@ impl Drop for Mounted {
     }
 }
 
+/// Extent hints taken by `isoroot extents` as a user would, and the same words made stale.
+pub struct HintWords {
+    /// For /isos/debian-live.iso.
+    pub good: String,
+    /// `good` with the fingerprint isoroot wrote first (`sha256:`, the file's first and
+    /// last 64 KiB only), computed here with coreutils.
+    pub ends_only: String,
+    /// Taken for /isos/moved.iso before it was replaced by a copy of itself and its freed
+    /// sectors were reused, except where an ends-only fingerprint looks (see [`move_away`]).
+    pub moved: String,
+}
+
 /// An ext4 disk whose ISOs were copied densely (mkfs.ext4 -d would punch holes for zero
 /// blocks, and holes have no sectors to map) through a loop mount, with `isoroot extents`
-/// run on it as a user would. Returns (hints, stale hints, map archive).
+/// run on it as a user would. Returns the hints, the words for /isos/stale.iso taken before
+/// it was rewritten in place with another ISO, and the map archive.
 fn hints_disk(
     isoroot: &Path,
     debian: &Path,
     generic: &Path,
     out: &Path,
     work: &Path,
-) -> Result<(String, String, PathBuf)> {
+) -> Result<(HintWords, String, PathBuf)> {
     fs::File::create(out)?.set_len(64 << 20)?;
     run(Command::new("mkfs.ext4").args(["-q", "-F", "-U", HINTS_UUID, "-L", "hints"]).arg(out))?;
     let mnt = work.join("hints-mnt");
     let m = Mounted::new(out, &mnt)?;
     let isos = mnt.join("isos");
     fs::create_dir_all(&isos)?;
-    let extents = |file: &Path, cpio: Option<&Path>| -> Result<String> {
-        let mut c = Command::new(isoroot);
-        c.arg("extents");
-        if let Some(cpio) = cpio {
-            c.arg("--cpio").arg(cpio);
-        }
-        Ok(String::from_utf8(run(c.arg(file))?.stdout)?.trim().to_string())
-    };
-    for name in ["debian-live.iso", "stale.iso"] {
+    for name in ["debian-live.iso", "stale.iso", "moved.iso"] {
         run(Command::new("cp").arg("--sparse=never").arg(debian).arg(isos.join(name)))?;
     }
     run(&mut Command::new("sync"))?;
-    let hints = extents(&isos.join("debian-live.iso"), None)?;
+    let good = extents(isoroot, &isos.join("debian-live.iso"), None)?;
     let map = work.join("map.cpio");
-    extents(&isos.join("debian-live.iso"), Some(&map))?;
-    let stale = extents(&isos.join("stale.iso"), None)?;
+    extents(isoroot, &isos.join("debian-live.iso"), Some(&map))?;
+    let stale = extents(isoroot, &isos.join("stale.iso"), None)?;
     // Rewritten in place, as a download tool resuming into the same file would: the
     // sectors stay, their contents change.
     run(Command::new("dd")
         .arg(format!("if={}", generic.display()))
         .arg(format!("of={}", isos.join("stale.iso").display()))
         .args(["conv=notrunc,fsync", "status=none"]))?;
+    let moved = move_away(isoroot, &isos.join("moved.iso"))?;
     drop(m);
-    Ok((hints, stale, map))
+    reuse_freed(out, &moved)?;
+    Ok((HintWords { ends_only: ends_only(&good, debian)?, good, moved: moved.old }, stale, map))
+}
+
+/// ext3 (no `extents` feature): its files are block-mapped, which isoroot's reader does not
+/// follow, so the boot can trust hints there by their fingerprint alone. A block map puts
+/// an indirect block after every 1024 data blocks, so `iso` (13 MiB) has an extent every
+/// 4 MiB.
+fn ext3_hints_disk(isoroot: &Path, debian: &Path, out: &Path, work: &Path) -> Result<HintWords> {
+    fs::File::create(out)?.set_len(96 << 20)?;
+    run(Command::new("mkfs.ext3").args(["-q", "-F", "-b", "4096", "-U", EXT3_UUID, "-L", "ext3"]).arg(out))?;
+    let mnt = work.join("ext3-mnt");
+    let m = Mounted::new(out, &mnt)?;
+    let isos = mnt.join("isos");
+    fs::create_dir_all(&isos)?;
+    for name in ["debian-live.iso", "moved.iso"] {
+        run(Command::new("cp").arg("--sparse=never").arg(debian).arg(isos.join(name)))?;
+    }
+    run(&mut Command::new("sync"))?;
+    let good = extents(isoroot, &isos.join("debian-live.iso"), None)?;
+    if sectors_in(&good).len() < 3 {
+        bail!("the ISO on ext3 should be block-mapped, with an extent every 4 MiB: {good}");
+    }
+    let moved = move_away(isoroot, &isos.join("moved.iso"))?;
+    drop(m);
+    reuse_freed(out, &moved)?;
+    Ok(HintWords { ends_only: ends_only(&good, debian)?, good, moved: moved.old })
+}
+
+/// `words` with `iso.fingerprint=sha256:` over the first and last 64 KiB of `iso`.
+fn ends_only(words: &str, iso: &Path) -> Result<String> {
+    let out = run(Command::new("sh")
+        .args(["-c", "{ head -c 65536 \"$1\"; tail -c 65536 \"$1\"; } | sha256sum", "sh"])
+        .arg(iso))?;
+    let sum = String::from_utf8(out.stdout)?.split(' ').next().unwrap_or_default().to_string();
+    if sum.len() != 64 {
+        bail!("sha256sum printed no sum for {}", iso.display());
+    }
+    let print = format!("iso.fingerprint=sha256:{sum}");
+    Ok(words
+        .split(' ')
+        .map(|w| if w.starts_with("iso.fingerprint=") { &print } else { w })
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// `isoroot extents [--cpio OUT] FILE`: its words (or the map's `iso.map=` word).
+fn extents(isoroot: &Path, file: &Path, cpio: Option<&Path>) -> Result<String> {
+    let mut c = Command::new(isoroot);
+    c.arg("extents");
+    if let Some(cpio) = cpio {
+        c.arg("--cpio").arg(cpio);
+    }
+    Ok(String::from_utf8(run(c.arg(file))?.stdout)?.trim().to_string())
+}
+
+/// The words for a file before and after [`move_away`].
+struct Moved {
+    old: String,
+    new: String,
+}
+
+/// Replaces `file` by a copy of itself, as a user tidying a stick or a defragmenter does:
+/// the copy gets other sectors, the old ones are freed but keep their bytes.
+fn move_away(isoroot: &Path, file: &Path) -> Result<Moved> {
+    let old = extents(isoroot, file, None)?;
+    let copy = file.with_extension("new");
+    run(Command::new("cp").arg("--sparse=never").arg(file).arg(&copy))?;
+    fs::rename(&copy, file)?;
+    run(&mut Command::new("sync"))?;
+    Ok(Moved { old, new: extents(isoroot, file, None)? })
+}
+
+/// The (start, sectors) pairs of `iso.extents=` in words.
+fn sectors_in(words: &str) -> Vec<(u64, u64)> {
+    let list = words.split(' ').find_map(|w| w.strip_prefix("iso.extents=")).unwrap_or_default();
+    list.split(',')
+        .filter_map(|e| e.split_once('+'))
+        .filter_map(|(s, n)| Some((s.parse().ok()?, n.parse().ok()?)))
+        .collect()
+}
+
+/// With `img` unmounted, writes another file's bytes over the sectors a [`move_away`]
+/// freed, as a file written later into the free space would, but leaves the old copy's
+/// first and last 64 KiB as they were: an ends-only fingerprint of the old hints still
+/// matches, and what they map is no longer the ISO. Checks first that the new copy holds
+/// none of those sectors.
+fn reuse_freed(img: &Path, moved: &Moved) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (old, new) = (sectors_in(&moved.old), sectors_in(&moved.new));
+    let overlap = old.iter().any(|&(s, n)| new.iter().any(|&(t, m)| s < t + m && t < s + n));
+    if old.is_empty() || overlap {
+        bail!("the copy of a moved file shares sectors with the old one:\n{}\n{}", moved.old, moved.new);
+    }
+    let len: u64 = old.iter().map(|(_, n)| n * 512).sum();
+    let keep = 64 * 1024;
+    let disk = fs::OpenOptions::new().write(true).open(img)?;
+    let (mut at, filler) = (0u64, vec![0x6bu8; 1 << 20]);
+    for (start, sectors) in old {
+        // The part of this extent that lies in [keep, len - keep) of the file.
+        let (from, to) = (at.max(keep), (at + sectors * 512).min(len - keep));
+        let mut pos = from;
+        while pos < to {
+            let n = (to - pos).min(filler.len() as u64);
+            disk.write_at(&filler[..n as usize], start * 512 + (pos - at))?;
+            pos += n;
+        }
+        at += sectors * 512;
+    }
+    disk.sync_all()?;
+    Ok(())
 }
 
 /// Fills `dir` with small files, then deletes every other one: the free space left is all
@@ -551,6 +669,10 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
             .arg(&tree)
             .arg("/"))?;
     }
+    // 13 MiB: a block-mapped copy of it has extents away from its first and last 64 KiB.
+    fs::write(tree.join("live/padding"), vec![0x33u8; 12 << 20])?;
+    let debian_big = work.join("debian-live-big.iso");
+    iso(&tree, "d-live 12.8.0 st amd64", &debian_big)?;
 
     // Ubuntu ≥ 23.10: a chain of layers beside language and secure-boot layers that must
     // not be mounted.
@@ -631,6 +753,10 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let img = dir.join("ext4-hints.img");
     let (hints, stale_hints, map) = hints_disk(isoroot, &debian, &generic, &img, &work)?;
     disks.insert("ext4-hints", img);
+
+    let img = dir.join("ext3-hints.img");
+    let ext3_hints = ext3_hints_disk(isoroot, &debian_big, &img, &work)?;
+    disks.insert("ext3-hints", img);
 
     let img = dir.join("ext4-frag.img");
     let frag_map = ext4_fragmented(isoroot, &debian, &img, &work)?;
@@ -721,5 +847,5 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     }
     fs::rename(&isos, &kept)?;
     fs::remove_dir_all(&work)?;
-    Ok(Fixtures { dir, kernel, kver, initrds, disks, hints, stale_hints, isos: kept })
+    Ok(Fixtures { dir, kernel, kver, initrds, disks, hints, ext3_hints, stale_hints, isos: kept })
 }
