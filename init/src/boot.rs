@@ -115,7 +115,7 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     // An ISO from a web server is in RAM already; one from NBD or a disk is copied.
     let in_ram = cmdline.remote.as_ref().is_some_and(|u| u.scheme != net::url::Scheme::Nbd);
     if cmdline.toram && !in_ram {
-        attached = toram::copy(sys, attached, &name)?;
+        attached = toram::copy(sys, attached, &name, cmdline.sha256.as_ref())?;
     }
     match &attached.source {
         Some(dev) => crate::info!("found {name} on {dev}: {}", attached.how),

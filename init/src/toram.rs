@@ -5,7 +5,9 @@ use crate::attach::Attached;
 use crate::blockdev::human_size;
 use crate::loopdev::Window;
 use crate::mount::{Linux, Sys};
+use crate::verify;
 use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
 use std::io::{Seek, SeekFrom, Write};
 
 /// The copy, in /run (a tmpfs that moves into the new root, where it stays visible).
@@ -42,28 +44,41 @@ pub fn create_copy() -> Result<std::fs::File> {
     std::fs::File::create(COPY).with_context(|| format!("creating {COPY}"))
 }
 
-/// Copies the attached ISO to RAM and re-attaches it from there. When RAM is short it says
-/// so and returns the ISO as it was: the boot goes on from the device.
-pub fn copy(sys: &mut Linux, attached: Attached, name: &str) -> Result<Attached> {
+/// Copies the attached ISO to RAM and re-attaches it from there, checking `sha256` on the
+/// way ([`crate::attach::check_image`] left it for this one read). When RAM is short it says
+/// so, checks the sum on the device, and returns the ISO as it was: the boot goes on from
+/// the device.
+pub fn copy(sys: &mut Linux, attached: Attached, name: &str, sha256: Option<&[u8; 32]>) -> Result<Attached> {
     let mut dev =
         std::fs::File::open(&attached.dev).with_context(|| format!("opening {}", attached.dev.display()))?;
     let len = dev.seek(SeekFrom::End(0))?;
     dev.seek(SeekFrom::Start(0))?;
     let free = free_ram()?;
-    if len + MARGIN > free {
+    if len.saturating_add(MARGIN) > free {
         crate::warn!(
             "iso.toram: {name} needs {} of RAM and {} more to run, {} is free: booting from the device instead",
             human_size(len),
             human_size(MARGIN),
             human_size(free)
         );
+        if let Some(want) = sha256 {
+            verify::sha256(&dev, len, want, name)?;
+        }
         return Ok(attached);
     }
     let mut out = create_copy()?;
+    let mut hasher = Sha256::new();
     let copied = crate::progress::stream(&dev, len, &format!("copying {name} to RAM"), |piece| {
+        if sha256.is_some() {
+            hasher.update(piece);
+        }
         out.write_all(piece).with_context(|| format!("writing {COPY}"))
     });
-    if let Err(e) = copied {
+    let checked = copied.and_then(|()| match sha256 {
+        Some(want) => verify::expect(want, &hasher.finalize().into(), name),
+        None => Ok(()),
+    });
+    if let Err(e) = checked {
         let _ = std::fs::remove_file(COPY);
         return Err(e);
     }

@@ -133,6 +133,10 @@ enum Cmd {
         /// Keyring with the distro's signing key [default: gpgv's, ~/.gnupg/trustedkeys.kbx].
         #[arg(long)]
         keyring: Option<PathBuf>,
+        /// The fingerprint of the key that must have made the signature (its primary key's, or
+        /// the signing subkey's); another key in the keyring is then refused.
+        #[arg(long, value_name = "FINGERPRINT")]
+        signer: Option<String>,
         /// The expected sha256 in hex.
         #[arg(long)]
         sha256: Option<String>,
@@ -248,8 +252,8 @@ fn main() -> Result<()> {
                 _ => Err(anyhow!("name --grub DIR, --bls DIR with --esp ESP, or --ipxe DIR with --url URL")),
             }
         }
-        Cmd::Verify { sums, signature, keyring, sha256, iso } => {
-            println!("{}", verify::run(&verify::Options { iso, sums, signature, keyring, sha256 })?);
+        Cmd::Verify { sums, signature, keyring, signer, sha256, iso } => {
+            println!("{}", verify::run(&verify::Options { iso, sums, signature, keyring, signer, sha256 })?);
             Ok(())
         }
         Cmd::Inspect { json, profiles, iso } => {

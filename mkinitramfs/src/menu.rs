@@ -75,7 +75,10 @@ fn own_init(iso: &IsoFs<'_, std::fs::File>) -> Option<String> {
     OWN_CONFIGS.iter().find_map(|p| {
         let node = iso.lookup(p).ok()??;
         let text = String::from_utf8_lossy(&iso.read_file(&node, 1 << 20).ok()?).into_owned();
-        text.split_whitespace().find(|w| w.starts_with("init=/")).map(String::from)
+        // Printable ASCII only: the word goes into every boot loader's file as it is.
+        text.split_whitespace()
+            .find(|w| w.starts_with("init=/") && w.bytes().all(|b| b.is_ascii_graphic()))
+            .map(String::from)
     })
 }
 
@@ -88,7 +91,31 @@ fn kernel_word(key: &str, value: &str) -> String {
     }
 }
 
-/// "Debian live 12.8.0 (debian-live.iso)": what the ISO holds, and its file name.
+/// Text from an ISO (os-release, its volume label) or a file name, as a line of a boot
+/// loader's file may hold it: a control character would end the line there and let the
+/// ISO start a command of its own, so each becomes a space; white space folds to one space;
+/// at most 100 characters.
+fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().map(|c| if c.is_control() || c.is_whitespace() { ' ' } else { c }) {
+        if out.chars().count() == 100 {
+            break;
+        }
+        if c != ' ' || !(out.is_empty() || out.ends_with(' ')) {
+            out.push(c);
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// [`shown`] for an iPXE line, which iPXE expands (`${…}`) and splits (quotes, backslash
+/// escapes) before it runs it: those characters are left out.
+fn ipxe_shown(text: &str) -> String {
+    shown(text).replace(['$', '\\', '"', '\''], "")
+}
+
+/// "Debian live 12.8.0 (debian-live.iso)": what the ISO holds, and its file name; see
+/// [`shown`].
 fn title(report: &Report, file: &Path) -> String {
     let name = file.file_name().unwrap_or_default().to_string_lossy();
     let what = match (&report.distro, &report.version) {
@@ -96,7 +123,7 @@ fn title(report: &Report, file: &Path) -> String {
         (Some(d), _) => d.clone(),
         (None, _) => report.label.clone(),
     };
-    format!("{what} ({name})")
+    shown(&format!("{what} ({name})"))
 }
 
 /// The file name without `.iso`, as a name for entries, labels and NBD exports.
@@ -109,6 +136,9 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     let report = inspect::inspect(file, &o.profiles)?;
     let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let loc = extents::location(file)?;
+    if loc.path.chars().any(char::is_control) {
+        bail!("its path holds a control character, which no boot entry can carry: rename it");
+    }
     let Some(isoroot_init::cmdline::Source::Uuid(uuid)) = loc.source.clone() else {
         bail!("{}: no filesystem UUID", file.display());
     };
@@ -279,7 +309,7 @@ pub fn bls(o: &Options, esp: &Path) -> Result<Vec<PathBuf>> {
         };
         let (linux, initrd) = (copy(kernel)?, copy(initrd)?);
         let entry = entries.join(format!("isoroot-{}.conf", iso.slug));
-        let version = iso.report.version.clone().unwrap_or_default();
+        let version = shown(iso.report.version.as_deref().unwrap_or_default());
         let text = format!(
             "title   {}\nversion {version}\nlinux   {linux}\ninitrd  {initrd}\ninitrd  /isoroot/isoroot-addon.img\noptions {}\n",
             iso.title,
@@ -336,7 +366,7 @@ pub fn ipxe(dir: &Path, profiles: &[Profile], append: &[String], n: &Ipxe) -> Re
                 continue;
             }
         };
-        let title = title(&report, &file);
+        let title = ipxe_shown(&title(&report, &file));
         if let Some(why) = &report.unsupported {
             let _ = writeln!(items, "# {title}: not bootable through isoroot: {why}");
             continue;
@@ -371,4 +401,17 @@ pub fn ipxe(dir: &Path, profiles: &[Profile], append: &[String], n: &Ipxe) -> Re
         dir.display(),
         u64::from(n.timeout) * 1000
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_isos_stays_on_its_line() {
+        assert_eq!(shown("Debian\n:evil\r\nshell\t x\u{7}y"), "Debian :evil shell x y");
+        assert_eq!(shown("  a\u{2028}b  "), "a b");
+        assert_eq!(shown(&"é".repeat(300)).chars().count(), 100);
+        assert_eq!(ipxe_shown("Tom's ${ip} \"x\" a\\b"), "Toms {ip} x ab");
+    }
 }

@@ -15,6 +15,8 @@ pub struct Options {
     /// A detached signature of the sums file, or of the ISO when there is no sums file.
     pub signature: Option<PathBuf>,
     pub keyring: Option<PathBuf>,
+    /// The fingerprint of the key (or of its primary key) that must have made the signature.
+    pub signer: Option<String>,
     pub sha256: Option<String>,
 }
 
@@ -47,24 +49,71 @@ fn lookup(sums: &str, name: &str) -> (Option<String>, Vec<String>) {
     (None, names)
 }
 
-/// gpgv's verdict: the signer line on success, its whole report otherwise.
-fn gpgv(signature: &Path, data: &Path, keyring: Option<&Path>) -> Result<String> {
+/// What a signature covers: a file gpgv reads itself (an ISO), or bytes already read (a sums
+/// file, read once so that what is checked is what is then used).
+enum Signed<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
+/// A fingerprint as gpg prints it, without spaces or case, for comparing.
+fn fingerprint(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase()
+}
+
+/// gpgv's verdict, read from its status lines (`--status-fd`) rather than from its exit
+/// code and prose alone: a valid signature is a `VALIDSIG` line, which names the signing
+/// key and its primary key; with `signer` one of them must be that key. Returns the good
+/// signature's line and the key.
+fn gpgv(
+    signature: &Path,
+    data: Signed,
+    what: &str,
+    keyring: Option<&Path>,
+    signer: Option<&str>,
+) -> Result<String> {
+    use std::io::Write;
+    use std::process::Stdio;
     let mut c = Command::new("gpgv");
+    c.args(["--status-fd", "1"]);
     if let Some(k) = keyring {
         // gpgv reads a relative keyring name from ~/.gnupg.
         c.arg("--keyring").arg(std::path::absolute(k)?);
     }
-    let out = c.arg(signature).arg(data).output().context("running gpgv (package gpgv)")?;
-    let report = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        bail!(
-            "the signature {} does not verify {}:\n{}",
-            signature.display(),
-            data.display(),
-            report.trim_end()
-        );
+    c.arg(signature).stdout(Stdio::piped()).stderr(Stdio::piped());
+    match data {
+        Signed::File(path) => c.arg(path).stdin(Stdio::null()),
+        Signed::Bytes(_) => c.arg("-").stdin(Stdio::piped()),
+    };
+    let mut child = c.spawn().context("running gpgv (package gpgv)")?;
+    if let (Signed::Bytes(bytes), Some(mut stdin)) = (&data, child.stdin.take()) {
+        // gpgv reads all of its input before it writes more than a few lines.
+        stdin.write_all(bytes).context("feeding gpgv")?;
     }
-    Ok(report.lines().find(|l| l.contains("Good signature")).unwrap_or("Good signature").trim().to_string())
+    let out = child.wait_with_output().context("running gpgv")?;
+    let status = String::from_utf8_lossy(&out.stdout);
+    let report = String::from_utf8_lossy(&out.stderr);
+    // VALIDSIG <signing key> <date> <time> <expiry> <version> <reserved> <algo> <hash> <class> <primary key>
+    let keys: Vec<(&str, &str)> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("[GNUPG:] VALIDSIG "))
+        .filter_map(|rest| {
+            let fields: Vec<&str> = rest.split(' ').collect();
+            Some((*fields.first()?, *fields.get(9).unwrap_or(fields.first()?)))
+        })
+        .collect();
+    if !out.status.success() || keys.is_empty() {
+        bail!("the signature {} does not verify {what}:\n{}", signature.display(), report.trim_end());
+    }
+    if let Some(want) = signer {
+        let want = fingerprint(want);
+        if !keys.iter().any(|(key, primary)| fingerprint(key) == want || fingerprint(primary) == want) {
+            let by: Vec<&str> = keys.iter().map(|(_, primary)| *primary).collect();
+            bail!("{what} is signed by key {}, not by --signer {want}", by.join(", "));
+        }
+    }
+    let good = report.lines().find(|l| l.contains("Good signature")).unwrap_or("Good signature").trim();
+    Ok(format!("{good} (key {})", keys[0].1))
 }
 
 pub fn run(o: &Options) -> Result<String> {
@@ -73,15 +122,26 @@ pub fn run(o: &Options) -> Result<String> {
     }
     let name = o.iso.file_name().context("the ISO has no file name")?.to_string_lossy().into_owned();
     let mut said = Vec::new();
+    if o.signer.is_some() && o.signature.is_none() {
+        bail!("--signer names who must have signed: give the --signature too");
+    }
+    let (keyring, signer) = (o.keyring.as_deref(), o.signer.as_deref());
     if let (Some(sig), None) = (&o.signature, &o.sums) {
-        said.push(format!("{name}: {}", gpgv(sig, &o.iso, o.keyring.as_deref())?));
+        said.push(format!("{name}: {}", gpgv(sig, Signed::File(&o.iso), &name, keyring, signer)?));
     }
     if let Some(sums) = &o.sums {
-        if let Some(sig) = &o.signature {
-            said.push(format!("{}: {}", sums.display(), gpgv(sig, sums, o.keyring.as_deref())?));
+        let what = sums.display().to_string();
+        let bytes = std::fs::read(sums).with_context(|| format!("reading {what}"))?;
+        match &o.signature {
+            Some(sig) => {
+                said.push(format!("{what}: {}", gpgv(sig, Signed::Bytes(&bytes), &what, keyring, signer)?))
+            }
+            None => said.push(format!(
+                "{what}: not signed: the sum shows the ISO is the one that file lists, not who made either; \
+                 check the file's signature with --signature"
+            )),
         }
-        let text = std::fs::read_to_string(sums).with_context(|| format!("reading {}", sums.display()))?;
-        let (want, listed) = lookup(&text, &name);
+        let (want, listed) = lookup(&String::from_utf8_lossy(&bytes), &name);
         let Some(want) = want else {
             bail!("{} has no sha256 for {name}; it lists: {}", sums.display(), listed.join(", "));
         };

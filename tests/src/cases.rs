@@ -406,6 +406,21 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             ),
         ),
         case(
+            "persistence beside an ISO on the loop path: refused at once with the reason",
+            &["ext4-persist"],
+            format!("{persist} iso.attach=loop"),
+            and(
+                debian(),
+                &[
+                    "iso.persist: /dev/vda (",
+                    "is mounted read-only on /run/isoroot/host (where the ISO was found",
+                    "booting without persistence",
+                    "PERSIST: \n",
+                ],
+                &["isoroot-persist", "Device or resource busy"],
+            ),
+        ),
+        case(
             "a persistence image with another UUID is never written",
             &["ext4-persist"],
             format!(
@@ -443,20 +458,31 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 and(debian(), &["iso.toram: UUID=", "booting from the device instead", dm_medium], &["ram.iso"]),
             )
         },
+        // One read: the sum is taken while the copy is made, so what was checked is the copy.
         case(
-            "iso.toram: the boot disk is let go",
+            "iso.toram with iso.sha256: hashed while copied, the boot disk is let go",
             &["ext4-debian"],
-            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.toram"),
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.toram iso.sha256={}", f.debian_sha256),
             and(
                 debian(),
                 &[
                     &format!("copying UUID={EXT4_UUID}:/isos/debian-live.iso to RAM: done"),
+                    &format!("sha256 of UUID={EXT4_UUID}:/isos/debian-live.iso matches"),
                     "loop: loop0 /run/isoroot/ram.iso offset=0",
                     "mount: /dev/loop0 /run/live/medium iso9660 ro",
                     "disk: vda holders=[]",
                 ],
-                &["mount: /dev/vda", "/dev/mapper"],
+                &["mount: /dev/vda", "/dev/mapper", "checking sha256 of"],
             ),
+        ),
+        case(
+            "iso.toram with a wrong iso.sha256: the copy is refused",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.toram iso.sha256={}", "0".repeat(64)),
+            failure(&[
+                &format!("copying UUID={EXT4_UUID}:/isos/debian-live.iso to RAM: done"),
+                &format!("fails its check: iso.sha256= expects {}, the file's sha256 is {}", "0".repeat(64), f.debian_sha256),
+            ]),
         ),
         Case {
             during: Some(During {
@@ -595,6 +621,19 @@ pub struct Outcome {
     pub name: String,
     pub result: Result<(), String>,
     pub secs: f64,
+}
+
+impl Outcome {
+    /// Runs a host check, prints its result and times it.
+    pub fn timed(name: &str, check: impl FnOnce() -> Result<(), String>) -> Outcome {
+        let start = Instant::now();
+        let result = check();
+        match &result {
+            Ok(()) => println!("ok     {name}"),
+            Err(e) => println!("FAILED {name}: {e}"),
+        }
+        Outcome { name: name.to_string(), result, secs: start.elapsed().as_secs_f64() }
+    }
 }
 
 fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), String> {

@@ -56,6 +56,8 @@ pub struct Fixtures {
     pub stale_hints: String,
     /// Every fixture ISO, for `isoroot inspect`.
     pub isos: PathBuf,
+    /// The sha256 of isos/debian-live.iso (the copies on the disks are the same bytes).
+    pub debian_sha256: String,
 }
 
 /// The newest Debian kernel installed (package linux-image-amd64) and its version.
@@ -308,6 +310,12 @@ fn ext3_hints_disk(isoroot: &Path, debian: &Path, out: &Path, work: &Path) -> Re
     drop(m);
     reuse_freed(out, &moved)?;
     Ok(HintWords { ends_only: ends_only(&good, debian)?, good, moved: moved.old })
+}
+
+/// The sha256 of a file, in hex, by coreutils.
+pub(crate) fn sha256sum(path: &Path) -> Result<String> {
+    let out = String::from_utf8(run(Command::new("sha256sum").arg(path))?.stdout)?;
+    Ok(out.split_whitespace().next().unwrap_or_default().to_string())
 }
 
 /// `words` with `iso.fingerprint=sha256:` over the first and last 64 KiB of `iso`.
@@ -660,6 +668,7 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     )?;
     let debian = isos.join("debian-live.iso");
     iso(&tree, "d-live 12.8.0 st amd64", &debian)?;
+    let debian_sha256 = sha256sum(&debian)?;
     // The same without Rock Ridge: Joliet names only, and plain ISO 9660 names only.
     for (file, joliet) in [("debian-joliet.iso", "on"), ("debian-plain.iso", "off")] {
         run(Command::new("xorriso")
@@ -847,5 +856,16 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     }
     fs::rename(&isos, &kept)?;
     fs::remove_dir_all(&work)?;
-    Ok(Fixtures { dir, kernel, kver, initrds, disks, hints, ext3_hints, stale_hints, isos: kept })
+    Ok(Fixtures {
+        dir,
+        kernel,
+        kver,
+        initrds,
+        disks,
+        hints,
+        ext3_hints,
+        stale_hints,
+        isos: kept,
+        debian_sha256,
+    })
 }

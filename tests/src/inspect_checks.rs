@@ -5,7 +5,6 @@ use crate::cases::Outcome;
 use crate::fixtures::{Fixtures, FIXTURE_KVER};
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 /// (ISO, JSON fragments its report must contain).
 const CHECKS: &[(&str, &[&str])] = &[
@@ -104,13 +103,7 @@ pub fn run(isoroot: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
     all.map(|(iso, want, refusal)| (format!("inspect {iso}"), iso, want, refusal))
         .filter(|(name, ..)| filter.is_none_or(|s| name.contains(s)))
         .map(|(name, iso, want, refusal)| {
-            let start = Instant::now();
-            let result = check(isoroot, &f.isos.join(iso), want, refusal);
-            match &result {
-                Ok(()) => println!("ok     {name}"),
-                Err(e) => println!("FAILED {name}: {e}"),
-            }
-            Outcome { name, result, secs: start.elapsed().as_secs_f64() }
+            Outcome::timed(&name, || check(isoroot, &f.isos.join(iso), want, refusal))
         })
         .collect()
 }

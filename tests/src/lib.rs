@@ -8,6 +8,7 @@ pub mod cases;
 pub mod distros;
 pub mod fixtures;
 pub mod inspect_checks;
+pub mod menu_checks;
 pub mod net_cases;
 pub mod profile_cases;
 pub mod qemu;

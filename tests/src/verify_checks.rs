@@ -1,19 +1,21 @@
 //! `isoroot verify` against a checksum file signed with a throw-away OpenPGP key (gpg makes
 //! the key and the signatures, gpgv checks them): a good pair, a wrong sum, a file changed
-//! after it was signed, an ISO the file does not list.
+//! after it was signed, an ISO the file does not list, an unsigned file, the signer pinned.
 
 use crate::cases::Outcome;
 use crate::fixtures::Fixtures;
 use crate::sh;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 struct Signed {
     keyring: PathBuf,
     dir: PathBuf,
+    /// The key's fingerprint, and what `isoroot verify` says of a signature it made.
+    fingerprint: String,
+    good_by: String,
 }
 
 fn gpg(home: &Path) -> Command {
@@ -48,10 +50,17 @@ fn prepare(f: &Fixtures, iso: &Path) -> Result<Signed> {
         "never",
     ]))?;
     let keyring = dir.join("keyring.gpg");
+    let listed = sh::run(gpg(&home).args(["--with-colons", "--list-keys"]))?;
+    let listed = String::from_utf8(listed.stdout)?;
+    let fingerprint = listed
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').nth(8))
+        .context("gpg --list-keys printed no fingerprint")?
+        .to_string();
     let export = sh::run(gpg(&home).arg("--export"))?;
     fs::write(&keyring, export.stdout)?;
-    let sum = String::from_utf8(sh::run(Command::new("sha256sum").arg(iso))?.stdout)?;
-    let hash = sum.split_whitespace().next().unwrap_or_default().to_string();
+    let hash = crate::fixtures::sha256sum(iso)?;
     let name = iso.file_name().unwrap().to_string_lossy().into_owned();
     let sums = [("good", hash.clone()), ("bad", "0".repeat(64)), ("changed", hash)];
     for (what, h) in sums {
@@ -67,7 +76,8 @@ fn prepare(f: &Fixtures, iso: &Path) -> Result<Signed> {
     }
     fs::write(dir.join("SHA256SUMS.changed"), format!("{}  {name}\n", "2".repeat(64)))?;
     kill_agent(&home);
-    Ok(Signed { keyring, dir })
+    let good_by = format!("(key {fingerprint})");
+    Ok(Signed { keyring, dir, fingerprint, good_by })
 }
 
 pub fn run(isoroot: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
@@ -79,60 +89,91 @@ pub fn run(isoroot: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
             return vec![Outcome { name: "verify: set-up".into(), result: Err(format!("{e:#}")), secs: 0.0 }];
         }
     };
-    // (name, sums file, the ISO to check, success expected, text expected).
     let other = f.isos.join("archlinux.iso");
-    let checks: [(&str, &str, &Path, bool, &str); 4] = [
-        ("verify: a signed SHA256SUMS that lists the ISO", "good", &iso, true, "Good signature"),
-        ("verify: a wrong sum in a signed file", "bad", &iso, false, "SHA256SUMS.bad: its sha256 is"),
-        ("verify: a sums file changed after signing", "changed", &iso, false, "does not verify"),
-        (
-            "verify: an ISO the file does not list",
-            "good",
-            &other,
-            false,
-            "has no sha256 for archlinux.iso; it lists: other.iso",
-        ),
+    let good = || Check { name: "", sums: "good", iso: &iso, signed: true, signer: None, ok: true, text: "" };
+    let checks = [
+        Check { name: "verify: a signed SHA256SUMS that lists the ISO", text: "Good signature", ..good() },
+        Check {
+            name: "verify: a wrong sum in a signed file",
+            sums: "bad",
+            ok: false,
+            text: "SHA256SUMS.bad: its sha256 is",
+            ..good()
+        },
+        Check {
+            name: "verify: a sums file changed after signing",
+            sums: "changed",
+            ok: false,
+            text: "does not verify",
+            ..good()
+        },
+        Check {
+            name: "verify: an ISO the file does not list",
+            iso: &other,
+            ok: false,
+            text: "has no sha256 for archlinux.iso; it lists: other.iso",
+            ..good()
+        },
+        Check {
+            name: "verify: a sums file without a signature is said to be unsigned",
+            signed: false,
+            text: "SHA256SUMS.good: not signed",
+            ..good()
+        },
+        Check {
+            name: "verify: --signer with the signing key's fingerprint",
+            signer: Some(&signed.fingerprint),
+            text: &signed.good_by,
+            ..good()
+        },
+        Check {
+            name: "verify: --signer with another key's fingerprint is refused",
+            signer: Some("0123 4567 89AB CDEF 0123 4567 89AB CDEF 0123 4567"),
+            ok: false,
+            text: "not by --signer 0123456789ABCDEF0123456789ABCDEF01234567",
+            ..good()
+        },
     ];
     checks
         .into_iter()
-        .filter(|(name, ..)| filter.is_none_or(|s| name.contains(s)))
-        .map(|(name, sums, iso, ok, text)| {
-            let start = Instant::now();
-            let sums = signed.dir.join(format!("SHA256SUMS.{sums}"));
-            let out = Command::new(isoroot)
-                .arg("verify")
-                .arg("--sums")
-                .arg(&sums)
-                .arg("--signature")
-                .arg(sums.with_extension(format!("{}.sign", sums.extension().unwrap().to_string_lossy())))
-                .arg("--keyring")
-                .arg(&signed.keyring)
-                .arg(iso)
-                .output();
-            let result = match out {
-                Err(e) => Err(e.to_string()),
-                Ok(o) => {
-                    let said = format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&o.stdout),
-                        String::from_utf8_lossy(&o.stderr)
-                    );
-                    if o.status.success() != ok || !said.contains(text) {
-                        Err(format!(
-                            "want {} with {text:?}, got {}: {said}",
-                            if ok { "success" } else { "a refusal" },
-                            o.status
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                }
-            };
-            match &result {
-                Ok(()) => println!("ok     {name}"),
-                Err(e) => println!("FAILED {name}: {e}"),
-            }
-            Outcome { name: name.to_string(), result, secs: start.elapsed().as_secs_f64() }
-        })
+        .filter(|c| filter.is_none_or(|s| c.name.contains(s)))
+        .map(|c| Outcome::timed(c.name, || c.run(isoroot, &signed)))
         .collect()
+}
+
+/// One `isoroot verify` run: the sums file `SHA256SUMS.{sums}`, with its signature or not,
+/// and whether it must succeed saying `text` or be refused saying it.
+struct Check<'a> {
+    name: &'a str,
+    sums: &'a str,
+    iso: &'a Path,
+    signed: bool,
+    signer: Option<&'a str>,
+    ok: bool,
+    text: &'a str,
+}
+
+impl Check<'_> {
+    fn run(&self, isoroot: &Path, signed: &Signed) -> Result<(), String> {
+        let sums = signed.dir.join(format!("SHA256SUMS.{}", self.sums));
+        let mut c = Command::new(isoroot);
+        c.arg("verify").arg("--sums").arg(&sums).arg("--keyring").arg(&signed.keyring);
+        if self.signed {
+            c.arg("--signature").arg(signed.dir.join(format!("SHA256SUMS.{}.sign", self.sums)));
+        }
+        if let Some(fpr) = self.signer {
+            c.args(["--signer", fpr]);
+        }
+        let o = c.arg(self.iso).output().map_err(|e| e.to_string())?;
+        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        if o.status.success() != self.ok || !said.contains(self.text) {
+            return Err(format!(
+                "want {} with {:?}, got {}: {said}",
+                if self.ok { "success" } else { "a refusal" },
+                self.text,
+                o.status
+            ));
+        }
+        Ok(())
+    }
 }

@@ -2,7 +2,9 @@
 //! apt-get), so that a fresh Debian 12 machine with Rust needs nothing else.
 
 use anyhow::{bail, Context, Result};
-use isoroot_tests::{cases, fixtures, inspect_checks, net_cases, qemu, sh::run, target, verify_checks};
+use isoroot_tests::{
+    cases, fixtures, inspect_checks, menu_checks, net_cases, qemu, sh::run, target, verify_checks,
+};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -63,6 +65,7 @@ fn usage() -> ! {
          \n  build          build isoroot (host tool) and isoroot-init (static)\
          \n  test [FILTER]  unit tests, then the QEMU boot tests (names containing FILTER)\
          \n  demo           boot a sample debian-live ISO from an ext4 disk in QEMU\
+         \n  fuzz [SECS]    every fuzz target for SECS seconds (default 60), two at a time\
          \n  deps           install the Debian packages the above need"
     );
     std::process::exit(2)
@@ -144,6 +147,7 @@ fn test(filter: Option<&str>) -> Result<()> {
     println!("QEMU boot tests: kernel {} ({:?}), fixtures in {}", f.kver, accel, f.dir.display());
     let mut outcomes = inspect_checks::run(&isoroot, &f, filter);
     outcomes.extend(verify_checks::run(&isoroot, &f, filter));
+    outcomes.extend(menu_checks::run(&isoroot, &f, filter));
     outcomes.extend(cases::run(&f, accel, filter, 2));
     outcomes.extend(net_cases::run(&f, &isoroot, accel, filter));
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
@@ -170,6 +174,83 @@ fn bench(arg: Option<&str>) -> Result<()> {
     let (isoroot, init) = build()?;
     let (kernel, _) = fixtures::kernel()?;
     isoroot_tests::bench::run(&isoroot, &init, qemu::detect_accel(&kernel), smoke)
+}
+
+/// The fuzz targets, and the longest input each gets: the image readers a whole MiB, since
+/// a crafted disk puts what they follow far from the start.
+const FUZZ_TARGETS: &[(&str, usize)] = &[
+    ("cmdline", 4096),
+    ("map_file", 4096),
+    ("profiles", 4096),
+    ("nbd_handshake", 4096),
+    ("superblock", 1 << 20),
+    ("iso9660", 1 << 20),
+    ("scan", 1 << 20),
+];
+
+/// What `cargo fuzz` passes rustc, without a sanitizer (that needs a nightly toolchain):
+/// libFuzzer's coverage hooks, `cfg(fuzzing)`, and overflow checks and debug assertions
+/// on, so that an arithmetic overflow on hostile input is a crash here, not a wrapped
+/// length in the init.
+const FUZZ_RUSTFLAGS: &str = "-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+     -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+     -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Coverflow-checks=on -Cdebug-assertions=on";
+
+/// Runs every fuzz target for `secs` seconds from its committed corpus (new inputs go to
+/// a scratch folder, so the repository is not written), two at a time; a crash fails it.
+fn fuzz(secs: Option<&str>) -> Result<()> {
+    let secs: u64 = secs.unwrap_or("60").parse().context("fuzz takes a number of seconds")?;
+    let dir = isoroot_tests::root().join("fuzz");
+    let status = cargo()
+        // With --target, RUSTFLAGS reach the targets and not the build scripts.
+        .args(["build", "--release", "--bins", "--target", INIT_TARGET, "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("RUSTFLAGS", FUZZ_RUSTFLAGS)
+        .status()?;
+    if !status.success() {
+        bail!("building the fuzz targets failed");
+    }
+    let work = target().join("fuzz-smoke");
+    let _ = std::fs::remove_dir_all(&work);
+    let mut failed = Vec::new();
+    for pair in FUZZ_TARGETS.chunks(2) {
+        let mut running = Vec::new();
+        for &(name, max_len) in pair {
+            let scratch = work.join(name);
+            std::fs::create_dir_all(&scratch)?;
+            let seeds = Some(dir.join("corpus").join(name)).filter(|d| d.is_dir());
+            let child = Command::new(dir.join("target").join(INIT_TARGET).join("release").join(name))
+                .arg(&scratch)
+                .args(seeds)
+                .arg(format!("-max_total_time={secs}"))
+                .arg(format!("-max_len={max_len}"))
+                .arg("-rss_limit_mb=2048")
+                .arg(format!("-artifact_prefix={}/", scratch.display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(work.join(format!("{name}.log")))?)
+                .spawn()
+                .with_context(|| format!("starting fuzz target {name}"))?;
+            running.push((name, child));
+        }
+        for (name, mut child) in running {
+            let ok = child.wait()?.success();
+            let log = std::fs::read_to_string(work.join(format!("{name}.log"))).unwrap_or_default();
+            let runs = log.lines().rev().find_map(|l| l.strip_prefix("Done ")).unwrap_or("?");
+            if ok {
+                println!("ok     fuzz {name} ({secs} s: {runs})");
+            } else {
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                println!("FAILED fuzz {name}: see {}/{name}.log\n{tail}", work.display());
+                failed.push(name);
+            }
+        }
+    }
+    println!("fuzz: {} passed, {} failed", FUZZ_TARGETS.len() - failed.len(), failed.len());
+    if !failed.is_empty() {
+        bail!("fuzz targets crashed: {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 fn demo() -> Result<()> {
@@ -200,6 +281,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("deps") => deps(),
+        Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
         _ => usage(),
     }
 }

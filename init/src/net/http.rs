@@ -80,21 +80,41 @@ impl Head {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+
+    /// The body's size: digits only, and the same in every Content-Length header (RFC 9110
+    /// §8.6; differing ones are how responses are smuggled).
+    fn content_length(&self) -> Result<u64, String> {
+        let mut values = self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("Content-Length"));
+        let Some((_, first)) = values.next() else {
+            return Err("no Content-Length: isoroot needs the size before it spends RAM".into());
+        };
+        if let Some((_, other)) = values.find(|(_, v)| v != first) {
+            return Err(format!("two Content-Length headers that differ ({first}, {other})"));
+        }
+        match first.parse::<u64>() {
+            Ok(len) if first.bytes().all(|b| b.is_ascii_digit()) => Ok(len),
+            _ => Err(format!("Content-Length {first:?} is not a size in bytes")),
+        }
+    }
 }
 
-/// The status line and headers, up to the empty line.
+/// The status line and headers, up to the empty line: 64 KiB at most in all, however long
+/// a line the server sends.
 fn read_head(r: &mut impl BufRead) -> std::io::Result<Head> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let mut lines = Vec::new();
     let mut total = 0;
     loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line)?;
+        let mut line = Vec::new();
+        let n = r.by_ref().take((MAX_HEAD - total) as u64).read_until(b'\n', &mut line)?;
         total += n;
-        if n == 0 || total > MAX_HEAD {
+        if n == 0 {
             return Err(bad("the server closed the connection or sent no HTTP response"));
         }
-        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.last() != Some(&b'\n') {
+            return Err(bad("the response's head passes 64 KiB"));
+        }
+        let line = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
         if line.is_empty() {
             break;
         }
@@ -173,11 +193,9 @@ pub fn to_ram(sys: &mut Linux, c: &Cmdline, url: &Url, net: &Net) -> Result<Atta
     if r.head.header("Transfer-Encoding").is_some_and(|t| !t.eq_ignore_ascii_case("identity")) {
         bail!("{url} came without a Content-Length (Transfer-Encoding: chunked): isoroot needs the size before it spends RAM");
     }
-    let len: u64 = r.head.header("Content-Length").and_then(|l| l.parse().ok()).ok_or_else(|| {
-        anyhow!("{url} came without a Content-Length: isoroot needs the size before it spends RAM")
-    })?;
+    let len = r.head.content_length().map_err(|why| anyhow!("{url}: {why}"))?;
     let free = toram::free_ram()?;
-    if len + toram::MARGIN > free {
+    if len.saturating_add(toram::MARGIN) > free {
         bail!(
             "{name} is {} and {} of RAM is free; the system needs {} more to run: use a machine with more RAM, \
              or nbd:// (served block by block, no copy in RAM)",
@@ -224,5 +242,39 @@ mod tests {
         assert_eq!(rest, "BODY");
         assert!(read_head(&mut BufReader::new("SSH-2.0-OpenSSH\r\n\r\n".as_bytes())).is_err());
         assert!(read_head(&mut BufReader::new("".as_bytes())).is_err());
+    }
+
+    #[test]
+    fn an_endless_header_line_stops_at_64_kib() {
+        // A server that never ends its line: read 64 KiB, not until memory runs out.
+        let mut endless = std::io::repeat(b'a').take(1 << 30);
+        let mut r = BufReader::new(&mut endless);
+        let e = read_head(&mut r).err().unwrap().to_string();
+        assert!(e.contains("passes 64 KiB"), "{e}");
+        let text = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "b".repeat(MAX_HEAD));
+        assert!(read_head(&mut BufReader::new(text.as_bytes())).is_err());
+    }
+
+    #[test]
+    fn content_length_is_one_plain_size() {
+        let head = |lines: &[&str]| {
+            let text = format!(
+                "HTTP/1.1 200 OK\r\n{}\r\n",
+                lines.iter().map(|l| format!("{l}\r\n")).collect::<String>()
+            );
+            read_head(&mut BufReader::new(text.as_bytes())).unwrap()
+        };
+        assert_eq!(head(&["Content-Length: 2048"]).content_length(), Ok(2048));
+        assert_eq!(head(&["Content-Length: 7", "content-length: 7"]).content_length(), Ok(7));
+        let max = head(&["Content-Length: 18446744073709551615"]).content_length().unwrap();
+        assert_eq!(max.saturating_add(toram::MARGIN), u64::MAX);
+        for bad in [
+            &["Content-Length: 7", "Content-Length: 8"][..],
+            &["Content-Length: +7"],
+            &["Content-Length: 18446744073709551616"],
+            &[],
+        ] {
+            assert!(head(bad).content_length().is_err(), "{bad:?}");
+        }
     }
 }

@@ -9,10 +9,22 @@ const EXTENTS_FL: u32 = 0x8_0000;
 const INLINE_DATA_FL: u32 = 0x1000_0000;
 const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_64BIT: u32 = 0x80;
+/// The incompatible features this reader follows, or that change nothing it reads:
+/// filetype, recover (refused on its own), extents, 64bit, mmp, flex_bg, ea_inode,
+/// csum_seed, largedir, inline_data (refused per file). Anything else (meta_bg moves the
+/// group descriptors, casefold changes name lookups, encrypt, dirdata) could make the
+/// reader map the wrong sectors: such a filesystem goes to the kernel's driver instead.
+const INCOMPAT_FOLLOWED: u32 = 0x2 | 0x4 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x2000 | 0x4000 | 0x8000;
+const STATE_VALID: u16 = 0x1;
 const STATE_ERRORS: u16 = 0x2;
 const MAX_LINKS: usize = 40;
 /// More extents than a 64 TiB file of 32 MiB extents: only a crafted tree has them.
 const MAX_EXTENTS: usize = 1 << 21;
+/// More index and leaf blocks than MAX_EXTENTS fill (340 a block): a crafted tree whose
+/// index entries all point at one child would otherwise be walked exponentially often.
+const MAX_NODES: usize = 1 << 16;
+/// ext4's deepest extent tree.
+const MAX_DEPTH: u16 = 5;
 
 struct Fs<'a, D: ReadAt + ?Sized> {
     dev: &'a D,
@@ -57,8 +69,24 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
                     .into(),
             ));
         }
-        if le16(&sb, 0x3A) & STATE_ERRORS != 0 {
+        let state = le16(&sb, 0x3A);
+        if state & STATE_ERRORS != 0 {
             return Err(ScanError::Unclean("it has recorded errors; run fsck on it".into()));
+        }
+        // Without a journal the driver clears VALID_FS while mounted read-write: still
+        // clear, the host crashed or the filesystem is mounted elsewhere.
+        if state & STATE_VALID == 0 {
+            return Err(ScanError::Unclean(
+                "it was not unmounted cleanly (s_state lacks VALID_FS), or is mounted read-write; run fsck on it"
+                    .into(),
+            ));
+        }
+        if incompat & !INCOMPAT_FOLLOWED != 0 {
+            return Err(ScanError::Unsupported(format!(
+                "ext4 incompatible features {:#x} (meta_bg, casefold, encrypt or newer), which isoroot's reader \
+                 does not follow",
+                incompat & !INCOMPAT_FOLLOWED
+            )));
         }
         let log = le32(&sb, 0x18);
         if log > 6 {
@@ -85,6 +113,11 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         })
     }
 
+    /// Where block `n` starts on the device; a crafted number can point past any device.
+    fn at(&self, n: u64) -> Result<u64, ScanError> {
+        n.checked_mul(self.block).ok_or_else(|| corrupt(format!("block {n} is past any device")))
+    }
+
     fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, ScanError> {
         let mut buf = vec![0u8; len];
         self.dev.read_at(offset, &mut buf)?;
@@ -102,7 +135,9 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         if self.is_64bit && self.desc_size >= 64 {
             table |= u64::from(le32(&d, 0x28)) << 32;
         }
-        let raw = self.read(table * self.block + index * self.inode_size, 128)?;
+        let at =
+            self.at(table)?.checked_add(index * self.inode_size).ok_or_else(|| corrupt("inode table"))?;
+        let raw = self.read(at, 128)?;
         let mut i_block = [0u8; 60];
         i_block.copy_from_slice(&raw[0x28..0x64]);
         Ok(Inode {
@@ -124,7 +159,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             ));
         }
         let mut leaves = Vec::new();
-        self.walk(&inode.i_block, 0, &mut leaves)?;
+        self.walk(&inode.i_block, None, &mut 0, &mut leaves)?;
         leaves.sort_by_key(|l| l.0);
         let mut map = FileMap { size: inode.size, runs: Vec::new() };
         let mut next = 0u64;
@@ -137,7 +172,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             map.push(if unwritten {
                 Run::Zero { len: bytes }
             } else {
-                Run::Data { offset: start * self.block, len: bytes }
+                Run::Data { offset: self.at(start)?, len: bytes }
             });
             next = logical + len;
         }
@@ -146,11 +181,14 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         Ok(map)
     }
 
-    /// Collects (logical block, physical block, length, unwritten) from an extent node.
+    /// Collects (logical block, physical block, length, unwritten) from an extent node whose
+    /// depth must be `depth` (a child is one level below its parent, so the walk ends),
+    /// counting the blocks read in `nodes`.
     fn walk(
         &self,
         node: &[u8],
-        depth_seen: u32,
+        want_depth: Option<u16>,
+        nodes: &mut usize,
         out: &mut Vec<(u64, u64, u64, bool)>,
     ) -> Result<(), ScanError> {
         if node.len() < 12 || le16(node, 0) != 0xF30A {
@@ -158,8 +196,11 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         }
         let entries = usize::from(le16(node, 2));
         let depth = le16(node, 6);
-        if depth_seen > 5 || 12 + entries * 12 > node.len() || out.len() > MAX_EXTENTS {
-            return Err(corrupt("extent tree too deep or too full"));
+        if depth > MAX_DEPTH || want_depth.is_some_and(|d| d != depth) {
+            return Err(corrupt(format!("an extent node at depth {depth} where {want_depth:?} belongs")));
+        }
+        if 12 + entries * 12 > node.len() || out.len() > MAX_EXTENTS {
+            return Err(corrupt("an extent tree too full"));
         }
         for i in 0..entries {
             let e = &node[12 + i * 12..24 + i * 12];
@@ -171,9 +212,13 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
                 let start = u64::from(le16(e, 6)) << 32 | u64::from(le32(e, 8));
                 out.push((logical, start, u64::from(len), unwritten));
             } else {
+                *nodes += 1;
+                if *nodes > MAX_NODES {
+                    return Err(corrupt("an extent tree of more blocks than any file has"));
+                }
                 let leaf = u64::from(le32(e, 4)) | u64::from(le16(e, 8)) << 32;
-                let child = self.read(leaf * self.block, self.block as usize)?;
-                self.walk(&child, depth_seen + 1, out)?;
+                let child = self.read(self.at(leaf)?, self.block as usize)?;
+                self.walk(&child, Some(depth - 1), nodes, out)?;
             }
         }
         Ok(())
@@ -289,4 +334,80 @@ pub fn map(dev: &(impl ReadAt + ?Sized), path: &str) -> Result<FileMap, ScanErro
         walked.push(name);
     }
     Err(ScanError::NotAFile(path.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A superblock with the given state and incompatible features, enough for `open`.
+    fn image(state: u16, incompat: u32) -> Vec<u8> {
+        let mut d = vec![0u8; 4096];
+        let sb = &mut d[1024..2048];
+        sb[0x38..0x3A].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[0x3A..0x3C].copy_from_slice(&state.to_le_bytes());
+        sb[0x60..0x64].copy_from_slice(&incompat.to_le_bytes());
+        sb[0x28..0x2C].copy_from_slice(&8192u32.to_le_bytes()); // inodes per group
+        sb[0x4C] = 1; // dynamic revision
+        sb[0x58..0x5A].copy_from_slice(&256u16.to_le_bytes()); // inode size
+        d
+    }
+
+    /// An extent node: its header and (logical, pointer) index entries or nothing.
+    fn node(depth: u16, children: &[u32], room: usize) -> Vec<u8> {
+        let mut n = vec![0u8; room];
+        n[0..2].copy_from_slice(&0xF30Au16.to_le_bytes());
+        n[2..4].copy_from_slice(&(children.len() as u16).to_le_bytes());
+        n[6..8].copy_from_slice(&depth.to_le_bytes());
+        for (i, c) in children.iter().enumerate() {
+            n[12 + i * 12 + 4..12 + i * 12 + 8].copy_from_slice(&c.to_le_bytes());
+        }
+        n
+    }
+
+    fn fs(dev: &[u8]) -> Fs<'_, [u8]> {
+        Fs {
+            dev,
+            block: 1024,
+            inodes_per_group: 1,
+            inode_size: 128,
+            desc_size: 32,
+            desc_start: 0,
+            is_64bit: false,
+        }
+    }
+
+    #[test]
+    fn crafted_extent_trees_end() {
+        // Every index entry of every level points at the next level's one block: 4 × 84⁴
+        // paths to walk without a budget.
+        let mut dev = vec![0u8; 6 * 1024];
+        for depth in 1..=4u16 {
+            let at = (5 - depth as usize) * 1024;
+            dev[at..at + 1024].copy_from_slice(&node(depth, &[6 - u32::from(depth); 84], 1024));
+        }
+        dev[5 * 1024..].copy_from_slice(&node(0, &[], 1024));
+        let root = node(5, &[1; 4], 60);
+        let start = std::time::Instant::now();
+        let e = fs(&dev).walk(&root, None, &mut 0, &mut Vec::new()).err();
+        assert!(matches!(e, Some(ScanError::Corrupt(m)) if m.contains("more blocks")));
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        // A child that claims the depth of its parent would loop.
+        let mut dev = vec![0u8; 2 * 1024];
+        dev[1024..].copy_from_slice(&node(1, &[1], 1024));
+        let e = fs(&dev).walk(&node(1, &[1], 60), None, &mut 0, &mut Vec::new()).err();
+        assert!(matches!(e, Some(ScanError::Corrupt(m)) if m.contains("at depth 1 where Some(0)")));
+    }
+
+    #[test]
+    fn what_the_reader_cannot_follow_is_refused_before_it_maps() {
+        let filetype_extents_64bit = 0x2 | 0x40 | 0x80;
+        assert!(Fs::open(&image(STATE_VALID, filetype_extents_64bit)[..]).is_ok());
+        for meta_bg_or_casefold in [0x10, 0x2_0000] {
+            let e = Fs::open(&image(STATE_VALID, filetype_extents_64bit | meta_bg_or_casefold)[..]).err();
+            assert!(matches!(e, Some(ScanError::Unsupported(m)) if m.contains("does not follow")));
+        }
+        let e = Fs::open(&image(0, filetype_extents_64bit)[..]).err();
+        assert!(matches!(e, Some(ScanError::Unclean(m)) if m.contains("VALID_FS")));
+    }
 }

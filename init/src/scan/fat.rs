@@ -46,6 +46,8 @@ const MAX_DIR: u64 = 64 << 20;
 
 /// FAT entries are read and cached a chunk at a time (a 4 GiB file is 128 Ki entries).
 const FAT_CHUNK: u64 = 4096;
+/// At most 4 MiB of FAT cached: a contiguous 4 GiB file on 4 KiB clusters needs 1 MiB.
+const MAX_CACHED_CHUNKS: usize = 1024;
 
 impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
     fn open(dev: &'a D, is_exfat: bool) -> Result<Self, ScanError> {
@@ -105,7 +107,15 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         };
         let fixed_root =
             (kind != Kind::Fat32).then(|| ((reserved + fats * fat_size) * sector, root_sectors * sector));
-        Ok(Fs {
+        // Linux sets bit 0 of the boot sector's state byte while it has the volume mounted
+        // read-write; Windows clears the clean-shutdown bit of FAT[1].
+        let state = bs[if kind == Kind::Fat32 { 0x41 } else { 0x25 }];
+        if kind != Kind::Fat12 && state & 1 != 0 {
+            return Err(ScanError::Unclean(
+                "FAT's dirty flag is set (removed without being unmounted); check it with fsck.fat".into(),
+            ));
+        }
+        let mut fs = Fs {
             dev,
             kind,
             cluster: sector * per_cluster,
@@ -115,7 +125,19 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             fixed_root,
             root: Start { first: if kind == Kind::Fat32 { le32(&bs, 0x2C) } else { 0 }, contiguous: false },
             fat_cache: HashMap::new(),
-        })
+        };
+        let clean = match kind {
+            Kind::Fat32 => le32(&fs.fat_bytes(4, 4)?, 0) & 0x0800_0000 != 0,
+            Kind::Fat16 => le16(&fs.fat_bytes(2, 2)?, 0) & 0x8000 != 0,
+            _ => true,
+        };
+        if !clean {
+            return Err(ScanError::Unclean(
+                "FAT[1] says the volume was not shut down cleanly (Windows); check it with fsck.fat or chkdsk"
+                    .into(),
+            ));
+        }
+        Ok(fs)
     }
 
     fn fat_bytes(&mut self, at: u64, len: usize) -> Result<Vec<u8>, ScanError> {
@@ -123,6 +145,10 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         for pos in at..at + len as u64 {
             let chunk = pos / FAT_CHUNK;
             if !self.fat_cache.contains_key(&chunk) {
+                // A chain that jumps about a large FAT must not fill the memory of PID 1.
+                if self.fat_cache.len() >= MAX_CACHED_CHUNKS {
+                    self.fat_cache.clear();
+                }
                 let mut buf = vec![0u8; FAT_CHUNK as usize];
                 self.dev.read_at(self.fat_offset + chunk * FAT_CHUNK, &mut buf)?;
                 self.fat_cache.insert(chunk, buf);
@@ -413,6 +439,32 @@ mod tests {
             e[at..at + 2].copy_from_slice(&u.to_le_bytes());
         }
         e
+    }
+
+    /// A FAT32 volume's boot sector and first FAT sector: `state` in the boot sector,
+    /// `fat1` as FAT[1].
+    fn fat32(state: u8, fat1: u32) -> Vec<u8> {
+        let mut d = vec![0u8; 32 * 512 + 4096];
+        d[0x0B..0x0D].copy_from_slice(&512u16.to_le_bytes());
+        d[0x0D] = 1;
+        d[0x0E..0x10].copy_from_slice(&32u16.to_le_bytes());
+        d[0x10] = 2;
+        d[0x20..0x24].copy_from_slice(&70_000u32.to_le_bytes());
+        d[0x24..0x28].copy_from_slice(&600u32.to_le_bytes());
+        d[0x2C..0x30].copy_from_slice(&2u32.to_le_bytes());
+        d[0x41] = state;
+        d[32 * 512..32 * 512 + 4].copy_from_slice(&0x0FFF_FFF8u32.to_le_bytes());
+        d[32 * 512 + 4..32 * 512 + 8].copy_from_slice(&fat1.to_le_bytes());
+        d
+    }
+
+    #[test]
+    fn dirty_fat_volumes_are_unclean() {
+        assert!(Fs::open(&fat32(0, 0x0FFF_FFFF)[..], false).is_ok());
+        for (state, fat1, says) in [(1, 0x0FFF_FFFF, "dirty flag"), (0, 0x07FF_FFFF, "FAT[1]")] {
+            let e = Fs::open(&fat32(state, fat1)[..], false).err();
+            assert!(matches!(&e, Some(ScanError::Unclean(m)) if m.contains(says)), "{state} {fat1:#x}");
+        }
     }
 
     #[test]

@@ -46,7 +46,9 @@ impl FileMap {
             return;
         }
         match (self.runs.last_mut(), run) {
-            (Some(Run::Data { offset, len }), Run::Data { offset: o, len: l }) if *offset + *len == o => {
+            (Some(Run::Data { offset, len }), Run::Data { offset: o, len: l })
+                if offset.checked_add(*len) == Some(o) =>
+            {
                 *len += l
             }
             (Some(Run::Zero { len }), Run::Zero { len: l }) => *len += l,
@@ -56,6 +58,21 @@ impl FileMap {
 
     fn complete(&self) -> bool {
         self.runs.iter().map(Run::bytes).sum::<u64>() == self.size
+    }
+
+    /// The first device byte two runs both claim: a chain that loops back on itself or
+    /// crosses into itself. Writes through such a map (persistence) would land twice.
+    fn shared_byte(&self) -> Option<u64> {
+        let mut data: Vec<(u64, u64)> = self
+            .runs
+            .iter()
+            .filter_map(|r| match *r {
+                Run::Data { offset, len } => Some((offset, len)),
+                Run::Zero { .. } => None,
+            })
+            .collect();
+        data.sort_unstable();
+        data.windows(2).find(|w| w[0].0.saturating_add(w[0].1) > w[1].0).map(|w| w[1].0)
     }
 }
 
@@ -116,6 +133,11 @@ pub fn map(dev: &(impl ReadAt + ?Sized), kind: FsKind, path: &str) -> Result<Fil
             map.size
         )));
     }
+    if let Some(at) = map.shared_byte() {
+        return Err(ScanError::Corrupt(format!(
+            "the allocation of {path} names device byte {at} twice (a looping or cross-linked chain)"
+        )));
+    }
     Ok(map)
 }
 
@@ -155,6 +177,38 @@ mod tests {
             ]
         );
         assert!(m.complete());
+    }
+
+    #[test]
+    fn runs_that_claim_a_byte_twice_are_found() {
+        let map = |runs: Vec<Run>| FileMap { size: runs.iter().map(Run::bytes).sum(), runs };
+        let a = Run::Data { offset: 8192, len: 4096 };
+        let b = Run::Data { offset: 0, len: 4096 };
+        assert_eq!(map(vec![a, Run::Zero { len: 4096 }, b]).shared_byte(), None);
+        // A chain that comes back to its first cluster.
+        assert_eq!(map(vec![a, b, a]).shared_byte(), Some(8192));
+        // One run reaching into another.
+        assert_eq!(map(vec![Run::Data { offset: 0, len: 8704 }, a]).shared_byte(), Some(8192));
+    }
+
+    /// Every input the `scan` fuzz target crashed on (kept in its corpus) is an error now,
+    /// not a panic; the first byte picks the reader, as in the target.
+    #[test]
+    fn fuzz_crashers_are_errors() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/scan");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.file_name().unwrap().to_string_lossy().starts_with("crash-") {
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            let Some((&pick, dev)) = data.split_first() else { continue };
+            let kind = [FsKind::Ext4, FsKind::Vfat, FsKind::Exfat, FsKind::Ntfs][usize::from(pick % 4)];
+            assert!(map(dev, kind, "/isos/a b.iso").is_err(), "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 3, "crashers in {}", dir.display());
     }
 
     #[test]

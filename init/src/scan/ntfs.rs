@@ -55,7 +55,9 @@ fn runlist(b: &[u8]) -> Result<Runs, ScanError> {
                 off |= i64::from(b[at + 1 + len_n + i]) << (8 * i);
             }
             let shift = 64 - 8 * off_n as u32;
-            lcn += (off << shift) >> shift; // sign-extend
+            lcn = lcn
+                .checked_add((off << shift) >> shift)
+                .ok_or_else(|| corrupt("a runlist offset overflows"))?; // sign-extended
             Some(u64::try_from(lcn).map_err(|_| corrupt("a negative cluster number"))?)
         };
         out.push((start, len));
@@ -162,8 +164,8 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             }
         };
         let (record, index_block) = (size_of(bs[0x40]), size_of(bs[0x44]));
-        if !(512..=65536).contains(&record) {
-            return Err(corrupt("NTFS record size"));
+        if !(512..=65536).contains(&record) || !(512..=65536).contains(&index_block) {
+            return Err(corrupt("NTFS record or index block size"));
         }
         let mut fs = Fs {
             dev,
@@ -186,13 +188,19 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         Ok(fs)
     }
 
+    /// Bytes in `n` clusters; a crafted run can name more than any device holds.
+    fn bytes(&self, n: u64) -> Result<u64, ScanError> {
+        n.checked_mul(self.cluster).ok_or_else(|| corrupt(format!("{n} clusters are past any device")))
+    }
+
     /// Byte offset of `vcn` (in clusters) through `runs`.
     fn locate(&self, runs: &[(Option<u64>, u64)], byte: u64) -> Option<u64> {
         let mut vcn = 0u64;
         let want = byte / self.cluster;
         for &(lcn, len) in runs {
-            if want < vcn + len {
-                return lcn.map(|l| (l + want - vcn) * self.cluster + byte % self.cluster);
+            if want < vcn.saturating_add(len) {
+                let at = self.bytes(lcn?.checked_add(want - vcn)?).ok()?;
+                return at.checked_add(byte % self.cluster);
             }
             vcn += len;
         }
@@ -200,8 +208,9 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
     }
 
     fn record(&self, n: u64) -> Result<Vec<u8>, ScanError> {
-        let at = self
-            .locate(&self.mft, n * self.record)
+        let at = n
+            .checked_mul(self.record)
+            .and_then(|byte| self.locate(&self.mft, byte))
             .ok_or_else(|| corrupt(format!("MFT record {n} is not on disk")))?;
         let mut rec = vec![0u8; self.record as usize];
         self.dev.read_at(at, &mut rec)?;
@@ -218,21 +227,32 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         let mut all = attrs(&self.record(n)?)?;
         let Some(pos) = all.iter().position(|a| a.kind == ATTR_LIST) else { return Ok(all) };
         let list = self.value(&all.remove(pos), 1 << 20)?;
-        let mut others: Vec<u64> = Vec::new();
+        let mut others: Vec<(u64, u16)> = Vec::new();
         let mut at = 0;
         while at + 26 <= list.len() {
             let len = usize::from(le16(&list, at + 4));
             if len == 0 {
                 break;
             }
-            let rec = le64(&list, at + 16) & 0xFFFF_FFFF_FFFF;
-            if rec != n && !others.contains(&rec) {
-                others.push(rec);
+            let reference = le64(&list, at + 16);
+            let (rec, seq) = (reference & 0xFFFF_FFFF_FFFF, (reference >> 48) as u16);
+            if rec != n && !others.iter().any(|o| o.0 == rec) {
+                others.push((rec, seq));
             }
             at += len;
         }
-        for rec in others {
-            all.extend(attrs(&self.record(rec)?)?);
+        for (rec, seq) in others {
+            let raw = self.record(rec)?;
+            // The record must be this file's extension, of the generation the list names: a
+            // record freed and reused by another file keeps neither.
+            let (base, got) = (le64(&raw, 0x20) & 0xFFFF_FFFF_FFFF, le16(&raw, 0x10));
+            if base != n || got != seq {
+                return Err(corrupt(format!(
+                    "MFT record {rec} (sequence {got}, base {base}) is not the extension of record {n} \
+                     (sequence {seq}) its attribute list names"
+                )));
+            }
+            all.extend(attrs(&raw)?);
         }
         Ok(all)
     }
@@ -248,11 +268,11 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
                 let mut out = Vec::with_capacity(*size as usize);
                 let mut left = *size;
                 for &(lcn, len) in runs {
-                    let bytes = (len * self.cluster).min(left);
+                    let bytes = self.bytes(len)?.min(left);
                     match lcn {
                         Some(l) => {
                             let mut buf = vec![0u8; bytes as usize];
-                            self.dev.read_at(l * self.cluster, &mut buf)?;
+                            self.dev.read_at(self.bytes(l)?, &mut buf)?;
                             out.extend(buf);
                         }
                         None => out.resize(out.len() + bytes as usize, 0),
@@ -438,13 +458,20 @@ fn data_map<D: ReadAt + ?Sized>(fs: &Fs<D>, rec: u64) -> Result<FileMap, ScanErr
     }
     pieces.sort_by_key(|p| p.0);
     let mut map = FileMap { size, runs: Vec::new() };
-    for (_, runs, _) in pieces {
+    // Each piece must start where the one before ended: a gap or an overlap between the
+    // records an attribute list names would shift every byte after it.
+    let mut vcn = 0u64;
+    for (start_vcn, runs, _) in pieces {
+        if start_vcn != vcn {
+            return Err(corrupt(format!("$DATA continues at VCN {start_vcn} where VCN {vcn} comes next")));
+        }
         for (lcn, len) in runs {
-            let bytes = len * fs.cluster;
+            let bytes = fs.bytes(len)?;
             map.push(match lcn {
-                Some(l) => Run::Data { offset: l * fs.cluster, len: bytes },
+                Some(l) => Run::Data { offset: fs.bytes(l)?, len: bytes },
                 None => Run::Zero { len: bytes },
             });
+            vcn = vcn.checked_add(len).ok_or_else(|| corrupt("$DATA's runs overflow"))?;
         }
     }
     Ok(map)
