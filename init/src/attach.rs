@@ -73,13 +73,18 @@ pub(crate) fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64
 pub(crate) fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
     runs.iter()
         .map(|r| match *r {
-            Run::Data { offset, len } if offset % 512 == 0 => {
-                Ok(Target::Linear { major, minor, start: offset / 512, sectors: len.div_ceil(512) })
-            }
-            Run::Data { offset, .. } => bail!("a run at byte {offset} is not sector-aligned"),
+            Run::Data { offset, len } => run_sectors(offset, len)
+                .map(|e| Target::Linear { major, minor, start: e.start, sectors: e.sectors })
+                .ok_or_else(|| anyhow!("a run at byte {offset} is not sector-aligned")),
             Run::Zero { len } => Ok(Target::Zero { sectors: len.div_ceil(512) }),
         })
         .collect()
+}
+
+/// The sectors of `len` bytes at `offset` (the last one rounded up, which stays inside its
+/// allocated block); None off a sector boundary.
+fn run_sectors(offset: u64, len: u64) -> Option<Extent> {
+    (offset % 512 == 0).then(|| Extent { start: offset / 512, sectors: len.div_ceil(512) })
 }
 
 pub(crate) fn dev_numbers(dev: &BlockDev) -> Result<(u32, u32)> {
@@ -142,10 +147,8 @@ fn map_checked(
 pub(crate) fn sectors(runs: &[Run]) -> Option<Vec<Extent>> {
     runs.iter()
         .map(|r| match *r {
-            Run::Data { offset, len } if offset % 512 == 0 => {
-                Some(Extent { start: offset / 512, sectors: len.div_ceil(512) })
-            }
-            _ => None,
+            Run::Data { offset, len } => run_sectors(offset, len),
+            Run::Zero { .. } => None,
         })
         .collect()
 }
@@ -185,8 +188,8 @@ pub(crate) fn same_sectors(hints: &[Extent], now: &[Extent]) -> Result<()> {
 /// A copied-then-deleted file keeps its contents on freed sectors until another file takes
 /// them, so no fingerprint of the ends can tell stale hints from good ones: where isoroot
 /// reads the file's allocation, the hints must be that allocation now; elsewhere (block-mapped
-/// ext2/ext3 files, filesystems isoroot does not read) only a fingerprint that samples every
-/// extent is accepted.
+/// ext2/ext3 files, unclean filesystems, filesystems isoroot does not read) only a
+/// fingerprint that samples every extent is accepted.
 fn trust_hints(source: &BlockDev, path: &str, hints: &[Extent], print: &Fingerprint) -> Result<String> {
     let kind = source.fs.as_ref().map(|f| f.kind);
     let unreadable = match kind {
@@ -207,6 +210,9 @@ fn trust_hints(source: &BlockDev, path: &str, hints: &[Extent], print: &Fingerpr
                     })?;
                     return Ok(format!("they match the {fs} allocation"));
                 }
+                // What the reader cannot follow, or will not trust for a map of its own (a
+                // journal to replay, a dirty flag): the hints' own fingerprint must do.
+                Err(e @ ScanError::Unclean(_)) => e.to_string(),
                 Err(ScanError::Unsupported(why)) => why,
                 Err(e) => bail!("they cannot be checked against the {fs} allocation on {source}: {e}"),
             }

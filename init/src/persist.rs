@@ -12,12 +12,11 @@ use crate::dm::Target;
 use crate::locate::{self, Hardware};
 use crate::mount::Linux;
 use crate::scan;
-use crate::superblock::{self, le16, le32, FsKind, ReadAt};
+use crate::superblock::{self, le16, le32, FsKind, ReadAt, EXT4_INCOMPAT_64BIT};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
 
 const NAME: &str = "isoroot-persist";
-const INCOMPAT_64BIT: u32 = 0x80;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 
 /// The writable device that holds the persistence filesystem, or why there is none.
@@ -100,7 +99,7 @@ fn geometry(dev: &(impl ReadAt + ?Sized), len: u64) -> Result<()> {
     }
     let block = 1024u64 << log;
     let mut blocks = u64::from(le32(&sb, 0x4));
-    if le32(&sb, 0x60) & INCOMPAT_64BIT != 0 {
+    if le32(&sb, 0x60) & EXT4_INCOMPAT_64BIT != 0 {
         blocks |= u64::from(le32(&sb, 0x150)) << 32;
     }
     let fs_len = blocks.saturating_mul(block);

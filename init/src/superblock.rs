@@ -145,11 +145,14 @@ fn uuid_string(b: &[u8]) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
+/// ext4's incompatible features (`s_feature_incompat`) that more than one reader needs.
+pub const EXT4_INCOMPAT_RECOVER: u32 = 0x4;
+pub const EXT4_INCOMPAT_64BIT: u32 = 0x80;
+
 fn ext4(head: &[u8]) -> FsInfo {
     let sb = &head[1024..2048];
-    const INCOMPAT_RECOVER: u32 = 0x4;
     let mut info = FsInfo::new(FsKind::Ext4, Some(uuid_string(&sb[0x68..0x78])), label(&sb[0x78..0x88]));
-    info.needs_recovery = le32(sb, 0x60) & INCOMPAT_RECOVER != 0;
+    info.needs_recovery = le32(sb, 0x60) & EXT4_INCOMPAT_RECOVER != 0;
     info
 }
 

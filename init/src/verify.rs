@@ -17,7 +17,10 @@ pub const EXTENT_SAMPLE: u64 = 4096;
 /// and last 64 KiB. A copied-then-deleted file keeps both ends on its freed sectors until
 /// they are reused, so on a filesystem whose allocation isoroot cannot read `Ends` cannot
 /// tell stale hints from good ones. `Extents` (`sha256-extents:`) adds the first and last
-/// 4 KiB of every extent, where a file that reuses freed sectors begins or ends.
+/// 4 KiB of every extent: allocators hand out freed space from the start of a free run,
+/// so a file that reuses an extent's sectors most often begins (or ends) there. A sample,
+/// not a proof: a file placed wholly inside a freed extent, away from both ends, is not
+/// seen; only reading the allocation (see `attach::trust_hints`) proves hints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Covers {
     Ends,

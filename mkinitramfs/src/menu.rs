@@ -75,9 +75,12 @@ fn own_init(iso: &IsoFs<'_, std::fs::File>) -> Option<String> {
     OWN_CONFIGS.iter().find_map(|p| {
         let node = iso.lookup(p).ok()??;
         let text = String::from_utf8_lossy(&iso.read_file(&node, 1 << 20).ok()?).into_owned();
-        // Printable ASCII only: the word goes into every boot loader's file as it is.
+        // Printable ASCII without quotes or backslashes: the word goes into every boot loader's
+        // file as it is, and the kernel's own quoting would join it to the words after it.
         text.split_whitespace()
-            .find(|w| w.starts_with("init=/") && w.bytes().all(|b| b.is_ascii_graphic()))
+            .find(|w| {
+                w.starts_with("init=/") && w.bytes().all(|b| b.is_ascii_graphic() && !b"\"\\'".contains(&b))
+            })
             .map(String::from)
     })
 }
@@ -108,10 +111,12 @@ fn shown(text: &str) -> String {
     out.trim_end().to_string()
 }
 
-/// [`shown`] for an iPXE line, which iPXE expands (`${…}`) and splits (quotes, backslash
-/// escapes) before it runs it: those characters are left out.
+/// [`shown`] for an iPXE line, which iPXE expands (`${…}`), splits (quotes, backslashes)
+/// and ends at a `;`, `&&` or `||` token or a `#` before it runs it: only letters, digits,
+/// white space and `.-_()+,:/` stay, anything else becomes a space.
 fn ipxe_shown(text: &str) -> String {
-    shown(text).replace(['$', '\\', '"', '\''], "")
+    let plain = |c: char| c.is_ascii_alphanumeric() || c.is_whitespace() || ".-_()+,:/".contains(c);
+    shown(&text.chars().map(|c| if plain(c) { c } else { ' ' }).collect::<String>())
 }
 
 /// "Debian live 12.8.0 (debian-live.iso)": what the ISO holds, and its file name; see
@@ -412,6 +417,9 @@ mod tests {
         assert_eq!(shown("Debian\n:evil\r\nshell\t x\u{7}y"), "Debian :evil shell x y");
         assert_eq!(shown("  a\u{2028}b  "), "a b");
         assert_eq!(shown(&"é".repeat(300)).chars().count(), 100);
-        assert_eq!(ipxe_shown("Tom's ${ip} \"x\" a\\b"), "Toms {ip} x ab");
+        assert_eq!(
+            ipxe_shown("Tom's ${ip} \"x\" a\\b ; chain x && y || z #c"),
+            "Tom s ip x a b chain x y z c"
+        );
     }
 }

@@ -62,8 +62,8 @@ fn fingerprint(text: &str) -> String {
 }
 
 /// gpgv's verdict, read from its status lines (`--status-fd`) rather than from its exit
-/// code and prose alone: a valid signature is a `VALIDSIG` line, which names the signing
-/// key and its primary key; with `signer` one of them must be that key. Returns the good
+/// code and prose alone: a good signature has `GOODSIG` and a `VALIDSIG` line, which names
+/// the signing key and its primary key; with `signer` one of them must be that key. Returns the good
 /// signature's line and the key.
 fn gpgv(
     signature: &Path,
@@ -87,8 +87,12 @@ fn gpgv(
     };
     let mut child = c.spawn().context("running gpgv (package gpgv)")?;
     if let (Signed::Bytes(bytes), Some(mut stdin)) = (&data, child.stdin.take()) {
-        // gpgv reads all of its input before it writes more than a few lines.
-        stdin.write_all(bytes).context("feeding gpgv")?;
+        // gpgv reads all of its input before it writes more than a few lines. One that
+        // stops early (a bad signature file) closes the pipe: its report says why.
+        match stdin.write_all(bytes) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e).context("feeding gpgv"),
+            _ => {}
+        }
     }
     let out = child.wait_with_output().context("running gpgv")?;
     let status = String::from_utf8_lossy(&out.stdout);
@@ -102,7 +106,9 @@ fn gpgv(
             Some((*fields.first()?, *fields.get(9).unwrap_or(fields.first()?)))
         })
         .collect();
-    if !out.status.success() || keys.is_empty() {
+    // GOODSIG too: VALIDSIG also comes with an expired or revoked key's signature.
+    let good = status.lines().any(|l| l.starts_with("[GNUPG:] GOODSIG "));
+    if !out.status.success() || keys.is_empty() || !good {
         bail!("the signature {} does not verify {what}:\n{}", signature.display(), report.trim_end());
     }
     if let Some(want) = signer {

@@ -226,7 +226,12 @@ fn nbd_three(n: &Net) -> Result<(), String> {
                 s.spawn(move || {
                     let expect = and(
                         debian(),
-                        &[how(i == 2), &connected, "mount: /dev/nbd0 /run/live/medium iso9660 ro"],
+                        &[
+                            how(i == 2),
+                            &connected,
+                            "mount: /dev/nbd0 /run/live/medium iso9660 ro",
+                            "@isoroot-nbd /dev/nbd0",
+                        ],
                         &[],
                     );
                     n.finish(vm, &tag, &expect)

@@ -104,7 +104,11 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<Head> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let mut lines = Vec::new();
     let mut total = 0;
+    let too_long = || bad("the response's head passes 64 KiB");
     loop {
+        if total == MAX_HEAD {
+            return Err(too_long());
+        }
         let mut line = Vec::new();
         let n = r.by_ref().take((MAX_HEAD - total) as u64).read_until(b'\n', &mut line)?;
         total += n;
@@ -112,7 +116,7 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<Head> {
             return Err(bad("the server closed the connection or sent no HTTP response"));
         }
         if line.last() != Some(&b'\n') {
-            return Err(bad("the response's head passes 64 KiB"));
+            return Err(too_long());
         }
         let line = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
         if line.is_empty() {
@@ -253,6 +257,16 @@ mod tests {
         assert!(e.contains("passes 64 KiB"), "{e}");
         let text = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "b".repeat(MAX_HEAD));
         assert!(read_head(&mut BufReader::new(text.as_bytes())).is_err());
+        // Whole lines that fill the limit exactly, the empty line still to come.
+        let mut full = String::from("HTTP/1.1 200 OK\r\n");
+        while full.len() + 12 <= MAX_HEAD {
+            full.push_str("X: y\r\n");
+        }
+        full.push_str(&format!("Y: {}\r\n", "z".repeat(MAX_HEAD - full.len() - 5)));
+        assert_eq!(full.len(), MAX_HEAD);
+        let rest = format!("{full}\r\n");
+        let e = read_head(&mut BufReader::new(rest.as_bytes())).err().unwrap().to_string();
+        assert!(e.contains("passes 64 KiB"), "{e}");
     }
 
     #[test]

@@ -208,8 +208,49 @@ fn connect(url: &Url, net: &Net, timeout: Duration) -> Result<TcpStream> {
     }
 }
 
+/// Gives the keeper the command line `@isoroot-nbd DEVICE`: systemd leaves processes whose
+/// argv[0] starts with '@' alive when it kills everything at shutdown (its "storage daemons
+/// for the root filesystem" convention), and the live root lives on this connection. The
+/// child's argv is the init's own, so the kernel is pointed at a new one (PID 1 is root).
+fn name_keeper(path: &Path) {
+    let mut argv = format!("@isoroot-nbd\0{}\0", path.display()).into_bytes();
+    let (start, end) =
+        (argv.as_mut_ptr() as libc::c_ulong, (argv.as_ptr() as usize + argv.len()) as libc::c_ulong);
+    // Lives as long as the process.
+    std::mem::forget(argv);
+    // The kernel keeps arg_start <= arg_end at each step: move the end first when the new
+    // area lies above the old one, the start first when below.
+    let above = {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Field 48 (arg_start), counted after the ")" that ends the command name.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        after
+            .split_whitespace()
+            .nth(45)
+            .and_then(|v| v.parse::<libc::c_ulong>().ok())
+            .is_some_and(|old| start > old)
+    };
+    let order = if above {
+        [(libc::PR_SET_MM_ARG_END, end), (libc::PR_SET_MM_ARG_START, start)]
+    } else {
+        [(libc::PR_SET_MM_ARG_START, start), (libc::PR_SET_MM_ARG_END, end)]
+    };
+    for (what, at) in order {
+        // SAFETY: PR_SET_MM only changes what /proc/PID/cmdline reads; `at` is in this
+        // process's (leaked) heap.
+        if unsafe {
+            libc::prctl(libc::PR_SET_MM, what as libc::c_ulong, at, 0 as libc::c_ulong, 0 as libc::c_ulong)
+        } != 0
+        {
+            crate::debug!("naming the NBD keeper: {}", std::io::Error::last_os_error());
+            return;
+        }
+    }
+}
+
 /// In the child: serve the device until the connection ends, then say why and exit.
 fn keep(dev: &std::fs::File, path: &Path, url: &Url) -> ! {
+    name_keeper(path);
     let result = ioctl(dev, NBD_DO_IT, 0);
     let _ = ioctl(dev, NBD_CLEAR_SOCK, 0);
     let why = match result {

@@ -2,13 +2,11 @@
 //! directory blocks. Read-only and just enough to map one file.
 
 use super::{components, corrupt, FileMap, Run, ScanError};
-use crate::superblock::{le16, le32, ReadAt};
+use crate::superblock::{le16, le32, ReadAt, EXT4_INCOMPAT_64BIT, EXT4_INCOMPAT_RECOVER};
 
 const ROOT_INODE: u32 = 2;
 const EXTENTS_FL: u32 = 0x8_0000;
 const INLINE_DATA_FL: u32 = 0x1000_0000;
-const INCOMPAT_RECOVER: u32 = 0x4;
-const INCOMPAT_64BIT: u32 = 0x80;
 /// The incompatible features this reader follows, or that change nothing it reads:
 /// filetype, recover (refused on its own), extents, 64bit, mmp, flex_bg, ea_inode,
 /// csum_seed, largedir, inline_data (refused per file). Anything else (meta_bg moves the
@@ -63,7 +61,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             return Err(corrupt("no ext4 superblock"));
         }
         let incompat = le32(&sb, 0x60);
-        if incompat & INCOMPAT_RECOVER != 0 {
+        if incompat & EXT4_INCOMPAT_RECOVER != 0 {
             return Err(ScanError::Unclean(
                 "its journal needs recovery (the host was not shut down cleanly); only a mount may replay it"
                     .into(),
@@ -95,7 +93,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         let block = 1024u64 << log;
         let rev = le32(&sb, 0x4C);
         let inode_size = if rev == 0 { 128 } else { u64::from(le16(&sb, 0x58)) };
-        let is_64bit = incompat & INCOMPAT_64BIT != 0;
+        let is_64bit = incompat & EXT4_INCOMPAT_64BIT != 0;
         let desc_size = if is_64bit { u64::from(le16(&sb, 0xFE)).max(32) } else { 32 };
         let inodes_per_group = le32(&sb, 0x28);
         if inodes_per_group == 0 || !(128..=4096).contains(&inode_size) {
@@ -161,7 +159,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         let mut leaves = Vec::new();
         self.walk(&inode.i_block, None, &mut 0, &mut leaves)?;
         leaves.sort_by_key(|l| l.0);
-        let mut map = FileMap { size: inode.size, runs: Vec::new() };
+        let mut map = FileMap::new(inode.size);
         let mut next = 0u64;
         for (logical, start, len, unwritten) in leaves {
             if logical < next {

@@ -107,15 +107,18 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         };
         let fixed_root =
             (kind != Kind::Fat32).then(|| ((reserved + fats * fat_size) * sector, root_sectors * sector));
-        // Linux sets bit 0 of the boot sector's state byte while it has the volume mounted
-        // read-write; Windows clears the clean-shutdown bit of FAT[1].
-        let state = bs[if kind == Kind::Fat32 { 0x41 } else { 0x25 }];
-        if kind != Kind::Fat12 && state & 1 != 0 {
+        // Linux and Windows NT set bit 0 of the boot sector's state byte while the volume is
+        // mounted read-write, and fsck.fat clears it; it is a state byte only where the
+        // extended boot signature says the fields are there. (FAT[1]'s clean-shutdown bit
+        // is not read: Linux never sets it again, so a stick Windows left dirty would be
+        // refused for good.)
+        let (state, signature) = if kind == Kind::Fat32 { (0x41, 0x42) } else { (0x25, 0x26) };
+        if matches!(bs[signature], 0x28 | 0x29) && bs[state] & 1 != 0 {
             return Err(ScanError::Unclean(
                 "FAT's dirty flag is set (removed without being unmounted); check it with fsck.fat".into(),
             ));
         }
-        let mut fs = Fs {
+        Ok(Fs {
             dev,
             kind,
             cluster: sector * per_cluster,
@@ -125,19 +128,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             fixed_root,
             root: Start { first: if kind == Kind::Fat32 { le32(&bs, 0x2C) } else { 0 }, contiguous: false },
             fat_cache: HashMap::new(),
-        };
-        let clean = match kind {
-            Kind::Fat32 => le32(&fs.fat_bytes(4, 4)?, 0) & 0x0800_0000 != 0,
-            Kind::Fat16 => le16(&fs.fat_bytes(2, 2)?, 0) & 0x8000 != 0,
-            _ => true,
-        };
-        if !clean {
-            return Err(ScanError::Unclean(
-                "FAT[1] says the volume was not shut down cleanly (Windows); check it with fsck.fat or chkdsk"
-                    .into(),
-            ));
-        }
-        Ok(fs)
+        })
     }
 
     fn fat_bytes(&mut self, at: u64, len: usize) -> Result<Vec<u8>, ScanError> {
@@ -181,7 +172,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
 
     /// The runs of `size` bytes from `start`.
     fn runs(&mut self, start: Start, size: u64) -> Result<FileMap, ScanError> {
-        let mut map = FileMap { size, runs: Vec::new() };
+        let mut map = FileMap::new(size);
         if size == 0 {
             return Ok(map);
         }
@@ -441,9 +432,9 @@ mod tests {
         e
     }
 
-    /// A FAT32 volume's boot sector and first FAT sector: `state` in the boot sector,
-    /// `fat1` as FAT[1].
-    fn fat32(state: u8, fat1: u32) -> Vec<u8> {
+    /// A FAT32 volume's boot sector and first FAT sector, with `state` in the boot sector
+    /// and the extended boot `signature`.
+    fn fat32(state: u8, signature: u8) -> Vec<u8> {
         let mut d = vec![0u8; 32 * 512 + 4096];
         d[0x0B..0x0D].copy_from_slice(&512u16.to_le_bytes());
         d[0x0D] = 1;
@@ -453,18 +444,17 @@ mod tests {
         d[0x24..0x28].copy_from_slice(&600u32.to_le_bytes());
         d[0x2C..0x30].copy_from_slice(&2u32.to_le_bytes());
         d[0x41] = state;
-        d[32 * 512..32 * 512 + 4].copy_from_slice(&0x0FFF_FFF8u32.to_le_bytes());
-        d[32 * 512 + 4..32 * 512 + 8].copy_from_slice(&fat1.to_le_bytes());
+        d[0x42] = signature;
         d
     }
 
     #[test]
     fn dirty_fat_volumes_are_unclean() {
-        assert!(Fs::open(&fat32(0, 0x0FFF_FFFF)[..], false).is_ok());
-        for (state, fat1, says) in [(1, 0x0FFF_FFFF, "dirty flag"), (0, 0x07FF_FFFF, "FAT[1]")] {
-            let e = Fs::open(&fat32(state, fat1)[..], false).err();
-            assert!(matches!(&e, Some(ScanError::Unclean(m)) if m.contains(says)), "{state} {fat1:#x}");
-        }
+        assert!(Fs::open(&fat32(0, 0x29)[..], false).is_ok());
+        // Without the extended signature the byte is not a state byte.
+        assert!(Fs::open(&fat32(1, 0)[..], false).is_ok());
+        let e = Fs::open(&fat32(1, 0x29)[..], false).err();
+        assert!(matches!(&e, Some(ScanError::Unclean(m)) if m.contains("dirty flag")));
     }
 
     #[test]

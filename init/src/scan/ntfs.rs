@@ -236,7 +236,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             }
             let reference = le64(&list, at + 16);
             let (rec, seq) = (reference & 0xFFFF_FFFF_FFFF, (reference >> 48) as u16);
-            if rec != n && !others.iter().any(|o| o.0 == rec) {
+            if rec != n && !others.contains(&(rec, seq)) {
                 others.push((rec, seq));
             }
             at += len;
@@ -457,7 +457,7 @@ fn data_map<D: ReadAt + ?Sized>(fs: &Fs<D>, rec: u64) -> Result<FileMap, ScanErr
         return Err(ScanError::Unsupported("the file is encrypted".into()));
     }
     pieces.sort_by_key(|p| p.0);
-    let mut map = FileMap { size, runs: Vec::new() };
+    let mut map = FileMap::new(size);
     // Each piece must start where the one before ended: a gap or an overlap between the
     // records an attribute list names would shift every byte after it.
     let mut vcn = 0u64;
