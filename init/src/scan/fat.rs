@@ -24,6 +24,9 @@ struct Entry {
     name: String,
     dir: bool,
     size: u64,
+    /// exFAT's valid data length: past it the file reads as zeros, whatever its clusters
+    /// hold (a preallocated file). FAT has none: all of `size`.
+    valid: u64,
     start: Start,
 }
 
@@ -322,10 +325,12 @@ fn fat_entries(raw: &[u8]) -> Vec<Entry> {
         };
         long.clear();
         let first = u32::from(le16(e, 0x14)) << 16 | u32::from(le16(e, 0x1A));
+        let size = u64::from(le32(e, 0x1C));
         out.push(Entry {
             name,
             dir: attr & 0x10 != 0,
-            size: u64::from(le32(e, 0x1C)),
+            size,
+            valid: size,
             start: Start { first, contiguous: false },
         });
     }
@@ -358,16 +363,11 @@ fn exfat_entries(raw: &[u8]) -> Vec<Entry> {
             .flat_map(|n| n[2..32].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
             .collect();
         units.truncate(name_len);
-        let valid = le64(stream, 8);
-        let size = le64(stream, 0x18);
-        // Bytes past the valid data length read as zeros but are not on disk as such.
-        if valid < size {
-            continue;
-        }
         out.push(Entry {
             name: utf16(&units),
             dir,
-            size,
+            size: le64(stream, 0x18),
+            valid: le64(stream, 8),
             start: Start { first: le32(stream, 0x14), contiguous: stream[1] & 0x2 != 0 },
         });
     }
@@ -397,6 +397,14 @@ pub fn map(dev: &(impl ReadAt + ?Sized), kind: FsKind, path: &str) -> Result<Fil
         if i + 1 == parts.len() {
             if found.dir {
                 return Err(ScanError::NotAFile(path.into()));
+            }
+            if found.valid != found.size {
+                // Its clusters past the valid length are not the zeros the file reads as there.
+                return Err(ScanError::Unsupported(format!(
+                    "{path} has {} valid bytes of its {} (preallocated, not all written): the rest reads \
+                     as zeros, not as what its clusters hold",
+                    found.valid, found.size
+                )));
             }
             return fs.runs(found.start, found.size);
         }
@@ -503,9 +511,11 @@ mod tests {
             (e[0].name.as_str(), e[0].size, e[0].start.first, e[0].start.contiguous),
             ("a.iso", 4096, 7, true)
         );
-        // Valid data shorter than the size: not mappable as it stands, so not offered.
+        // Valid data shorter than the size: the file is found (the path is right), and
+        // `map` says why it cannot be mapped instead of calling it missing.
         let mut short = stream;
         short[8..16].copy_from_slice(&100u64.to_le_bytes());
-        assert!(exfat_entries(&[file, short, name].concat()).is_empty());
+        let e = exfat_entries(&[file, short, name].concat());
+        assert_eq!((e[0].name.as_str(), e[0].valid, e[0].size), ("a.iso", 100, 4096));
     }
 }
