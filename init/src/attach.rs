@@ -98,10 +98,16 @@ pub(crate) fn dev_numbers(dev: &BlockDev) -> Result<(u32, u32)> {
 /// `iso.toram` will hash it while it copies (one read, and the copy is what was checked).
 pub(crate) fn check_image(file: &File, len: u64, c: &Cmdline, name: &str) -> Result<IsoInfo> {
     let iso = iso9660::check(file, len, name)?;
-    if let (Some(want), false) = (&c.sha256, c.toram) {
-        verify::sha256(file, len, want, name)?;
-    }
+    check_sum(file, len, c, name)?;
     Ok(iso)
+}
+
+/// The sha256 part of [`check_image`].
+fn check_sum(file: &File, len: u64, c: &Cmdline, name: &str) -> Result<()> {
+    match (&c.sha256, c.toram) {
+        (Some(want), false) => verify::sha256(file, len, want, name),
+        _ => Ok(()),
+    }
 }
 
 /// Why [`map_checked`] failed: the device could not be made (a kernel without the target),
@@ -293,11 +299,26 @@ fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
     iso9660::check_len(map.size, &name).map_err(Final)?;
     let (major, minor) = dev_numbers(&source).map_err(TryLoop)?;
     let targets = scan_table(&map.runs, major, minor).map_err(TryLoop)?;
-    let (dev, iso) = map_checked(sys, &dm_name(&loc.path), &targets, |f| check_image(f, map.size, c, &name))
-        .map_err(|e| match e {
+    // A map that holds no ISO may be a misreading of this filesystem (a feature the reader
+    // does not know it should refuse): the kernel's driver gets to read the file too. A sum
+    // that differs is the file's own and final.
+    let dm = dm_name(&loc.path);
+    let (dev, iso) =
+        map_checked(sys, &dm, &targets, |f| iso9660::check(f, map.size, &name)).map_err(|e| match e {
             MapError::Create(e) => TryLoop(e),
-            MapError::Check(e) => Final(e),
+            MapError::Check(e) => TryLoop(e.context(format!(
+                "what the {} scan mapped for {} is no ISO (isoroot's reader may have misread the filesystem)",
+                kind.name(),
+                loc.path
+            ))),
         })?;
+    let summed = File::open(&dev)
+        .with_context(|| format!("opening {}", dev.display()))
+        .and_then(|f| check_sum(&f, map.size, c, &name));
+    if let Err(e) = summed {
+        sys.unmap(&dm);
+        return Err(Final(e));
+    }
     let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
     Ok(Attached { dev, iso, source: Some(source), how })
 }
