@@ -5,7 +5,7 @@ use crate::fixtures::{
     FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, NTFS_DIRTY_LABEL, NTFS_FRAG_LABEL, NTFS_LABEL, NTFS_PATH,
     PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
 };
-use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, OVMF_VARS};
+use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, Writes, OVMF_VARS};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -670,7 +670,7 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
         let spec = VmSpec {
             boot,
             disks: disks.clone(),
-            writable: case.then.is_some(),
+            writes: if case.then.is_some() { Writes::Kept } else { Writes::Watched },
             accel,
             echo,
             monitor: case.during.as_ref().map(|_| monitor_socket(&slug)),
@@ -696,6 +696,7 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
         if result.is_ok() && case.then.is_some() && !vm.wait_exit(Duration::from_secs(30)) {
             return Err("the guest did not power off".into());
         }
+        let result = result.and_then(|()| vm.untouched());
         vm.save(&log);
         result.map_err(|e| format!("{e}\n  console: {}", log.display()))
     };

@@ -4,7 +4,7 @@
 
 use crate::cases::{self, and, failure, marker, Expect, Outcome};
 use crate::fixtures::Fixtures;
-use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec};
+use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, Writes};
 use crate::servers::{self, HttpServer, Nbdkit};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ impl Net<'_> {
         let spec = VmSpec {
             boot,
             disks: vec![],
-            writable: false,
+            writes: Writes::Watched,
             accel: self.accel,
             echo: false,
             monitor: None,
@@ -72,7 +72,7 @@ impl Net<'_> {
 
     /// Checks a running VM and keeps its console as net-TAG.log.
     fn finish(&self, mut vm: Vm, tag: &str, expect: &Expect) -> Result<(), String> {
-        let result = cases::check(&mut vm, expect);
+        let result = cases::check(&mut vm, expect).and_then(|()| vm.untouched());
         let log = self.f.dir.join(format!("net-{tag}.log"));
         vm.save(&log);
         result.map_err(|e| format!("{e}\n  console: {}", log.display()))

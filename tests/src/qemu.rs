@@ -26,7 +26,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
             append: "console=ttyS0 panic=-1".into(),
         },
         disks: vec![],
-        writable: false,
+        writes: Writes::Refused,
         accel: Accel::Kvm,
         echo: false,
         monitor: None,
@@ -70,12 +70,23 @@ pub enum Nic {
     Silent,
 }
 
+/// What becomes of the guest's writes to its disks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// Read-only disks: a write fails in the guest (the benchmark, the KVM probe).
+    Refused,
+    /// Written to the images (persistence cases, on copies of their own).
+    Kept,
+    /// Writable, through a qcow2 overlay over each image that [`Vm::untouched`] then reads:
+    /// a write is not refused (which could hide it) but seen, and the image stays as it was.
+    Watched,
+}
+
 pub struct VmSpec {
     pub boot: BootFrom,
-    /// Raw images, attached as virtio disks in this order (vda, vdb, …), read-only unless
-    /// `writable`: what isoroot must not write, the VM cannot.
+    /// Raw images, attached as virtio disks in this order (vda, vdb, …).
     pub disks: Vec<PathBuf>,
-    pub writable: bool,
+    pub writes: Writes,
     pub accel: Accel,
     /// Copy the console to this terminal as it arrives.
     pub echo: bool,
@@ -89,6 +100,24 @@ pub struct Vm {
     child: Child,
     console: Arc<Mutex<String>>,
     monitor: Option<PathBuf>,
+    /// (image, its overlay) for [`Writes::Watched`] disks.
+    overlays: Vec<(PathBuf, PathBuf)>,
+}
+
+/// A qcow2 overlay over `image`, named after it and this VM, in the temporary directory.
+fn overlay(image: &Path) -> Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = image.file_name().unwrap_or_default().to_string_lossy();
+    let path = std::env::temp_dir().join(format!("isoroot-{}-{n}-{name}.qcow2", std::process::id()));
+    let image = std::path::absolute(image)?;
+    crate::sh::run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&image)
+            .arg(&path),
+    )?;
+    Ok(path)
 }
 
 impl Vm {
@@ -116,9 +145,21 @@ impl Vm {
                 c.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
             }
         }
+        let mut overlays = Vec::new();
         for d in &spec.disks {
-            let ro = if spec.writable { "off" } else { "on" };
-            c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly={ro}", d.display()));
+            let drive = match spec.writes {
+                Writes::Refused => format!("file={},format=raw,if=virtio,readonly=on", d.display()),
+                Writes::Kept => format!("file={},format=raw,if=virtio", d.display()),
+                Writes::Watched => {
+                    let top = overlay(d)?;
+                    // writethrough: each write's qcow2 metadata is on disk before the guest
+                    // hears it is done, so a VM killed afterwards still shows it.
+                    let drive = format!("file={},format=qcow2,if=virtio,cache=writethrough", top.display());
+                    overlays.push((d.clone(), top));
+                    drive
+                }
+            };
+            c.arg("-drive").arg(drive);
         }
         let nic = match (spec.nic, &spec.boot) {
             (Nic::None, _) => None,
@@ -156,7 +197,7 @@ impl Vm {
             let echo = spec.echo;
             std::thread::spawn(move || pump(stream, &console, echo));
         }
-        Ok(Vm { child, console, monitor: spec.monitor.clone() })
+        Ok(Vm { child, console, monitor: spec.monitor.clone(), overlays })
     }
 
     pub fn console(&self) -> String {
@@ -226,6 +267,29 @@ impl Vm {
         false
     }
 
+    /// Stops the VM and says whether it wrote to any [`Writes::Watched`] disk: a byte
+    /// written (even the same byte) is a cluster in the overlay, which `qemu-img map` shows
+    /// at depth 0.
+    pub fn untouched(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut written = Vec::new();
+        for (image, top) in &self.overlays {
+            let out = crate::sh::run(Command::new("qemu-img").args(["map", "--output=json"]).arg(top))
+                .map_err(|e| format!("{e:#}"))?;
+            let map: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            for e in map.as_array().into_iter().flatten().filter(|e| e["depth"] == 0 && e["present"] == true)
+            {
+                written.push(format!("{} bytes {}+{}", image.display(), e["start"], e["length"]));
+            }
+        }
+        if written.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the guest wrote to its disks, which nothing asked for: {}", written.join(", ")))
+        }
+    }
+
     pub fn save(&self, path: &Path) {
         let _ = std::fs::write(path, self.console());
     }
@@ -235,6 +299,9 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for (_, top) in &self.overlays {
+            let _ = std::fs::remove_file(top);
+        }
     }
 }
 

@@ -17,6 +17,8 @@ const PACKAGES: &[&str] = &[
     "libclang-dev",
     "linux-image-amd64",
     "qemu-system-x86",
+    // qemu-img: the tests' write-watching overlays.
+    "qemu-utils",
     "busybox-static",
     "squashfs-tools",
     "xorriso",

@@ -5,7 +5,7 @@
 mod fixtures;
 mod svg;
 
-use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec};
+use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, Writes};
 use crate::servers::{self, HttpServer, Nbdkit};
 use anyhow::{bail, Context, Result};
 use fixtures::{BenchFixtures, DISK_UUID, LIVEOS_ISO, LIVEOS_LABEL, LIVE_ISO};
@@ -74,7 +74,7 @@ impl Bench<'_> {
                 append: format!("console=ttyS0 panic=-1 quiet {} {extra}", e.append).trim_end().to_string(),
             },
             disks: vec![self.f.disk.clone()],
-            writable: false,
+            writes: Writes::Refused,
             accel: self.accel,
             echo: false,
             monitor: None,
