@@ -1,5 +1,5 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = isoroot_init::superblock::probe(data);
-    let _ = isoroot_init::parttable::read(data, 512, 1);
+    let _ = isoroot_fs::superblock::probe(data);
+    let _ = isoroot_fs::parttable::read(data, 512, 1);
 });

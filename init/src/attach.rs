@@ -10,18 +10,21 @@
 //! why and the next one is tried; `iso.attach=` forces one.
 
 use crate::blockdev::BlockDev;
-use crate::cmdline::{Attach, Cmdline, Extent, Location};
-use crate::dm::Target;
-use crate::iso9660::{self, IsoInfo};
-use crate::locate::{self, Hardware};
+use crate::cmdline::{Attach, Cmdline};
+use crate::devices::Hardware;
+use crate::dm::{self, Target};
+use crate::locate;
 use crate::loopdev::Window;
 use crate::mount::{Linux, Sys};
-use crate::scan::{self, Run, ScanError};
-use crate::superblock::FsKind;
-use crate::verify::{self, Covers, Fingerprint};
+use crate::verify;
 use anyhow::{anyhow, bail, Context, Result};
+use isoroot_fs::extents::{self, Covers, Extent, Fingerprint};
+use isoroot_fs::filemap::{self, ScanError};
+use isoroot_fs::iso9660::{self, IsoInfo};
+use isoroot_fs::location::Location;
+use isoroot_fs::superblock::FsKind;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct Attached {
     /// The ISO as a block device.
@@ -30,67 +33,6 @@ pub struct Attached {
     /// The device that holds the file; None for an ISO from the network.
     pub source: Option<BlockDev>,
     pub how: String,
-}
-
-/// The dm device's name: the ISO's file name, without what a device name cannot hold.
-fn dm_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = file.strip_suffix(".iso").unwrap_or(file);
-    let name: String = stem
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
-        .take(100)
-        .collect();
-    match name.as_str() {
-        "" => "iso".into(),
-        // Taken by the device the handoff strategy makes.
-        crate::handoff::DEVICE => format!("{name}-iso"),
-        _ => name,
-    }
-}
-
-/// The linear table for `extents` on a device of `dev_sectors` sectors.
-pub(crate) fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result<Vec<Target>> {
-    extents
-        .iter()
-        .map(|e| {
-            if e.start + e.sectors > dev_sectors {
-                bail!(
-                    "the extent {}+{} ends past the device's {} sectors: the hints are for another device",
-                    e.start,
-                    e.sectors,
-                    dev_sectors
-                );
-            }
-            Ok(Target::Linear { major, minor, start: e.start, sectors: e.sectors })
-        })
-        .collect()
-}
-
-/// The table for a scanned file: runs in sectors (the last one rounded up, which stays
-/// inside its allocated block), holes as zero targets.
-pub(crate) fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
-    runs.iter()
-        .map(|r| match *r {
-            Run::Data { offset, len } => run_sectors(offset, len)
-                .map(|e| Target::Linear { major, minor, start: e.start, sectors: e.sectors })
-                .ok_or_else(|| anyhow!("a run at byte {offset} is not sector-aligned")),
-            Run::Zero { len } => Ok(Target::Zero { sectors: len.div_ceil(512) }),
-        })
-        .collect()
-}
-
-/// The sectors of `len` bytes at `offset` (the last one rounded up, which stays inside its
-/// allocated block); None off a sector boundary.
-fn run_sectors(offset: u64, len: u64) -> Option<Extent> {
-    (offset % 512 == 0).then(|| Extent { start: offset / 512, sectors: len.div_ceil(512) })
-}
-
-pub(crate) fn dev_numbers(dev: &BlockDev) -> Result<(u32, u32)> {
-    let text = std::fs::read_to_string(Path::new("/sys/class/block").join(&dev.name).join("dev"))
-        .with_context(|| format!("reading the device number of {}", dev.path.display()))?;
-    let (ma, mi) = text.trim().split_once(':').ok_or_else(|| anyhow!("odd device number {text:?}"))?;
-    Ok((ma.parse()?, mi.parse()?))
 }
 
 /// What every way of attaching checks: a whole ISO, and its sha256 when one was given, unless
@@ -147,48 +89,6 @@ fn map_checked(
     }
 }
 
-/// The file's sectors as the filesystem has them, when every byte has some (a hole or a
-/// run off a sector boundary has none to name).
-pub(crate) fn sectors(runs: &[Run]) -> Option<Vec<Extent>> {
-    runs.iter()
-        .map(|r| match *r {
-            Run::Data { offset, len } => run_sectors(offset, len),
-            Run::Zero { .. } => None,
-        })
-        .collect()
-}
-
-/// Adjacent extents as one, so that two spellings of the same sectors compare equal.
-fn merged(extents: &[Extent]) -> Vec<Extent> {
-    let mut out: Vec<Extent> = Vec::with_capacity(extents.len());
-    for &e in extents {
-        match out.last_mut() {
-            Some(last) if last.start + last.sectors == e.start => last.sectors += e.sectors,
-            _ => out.push(e),
-        }
-    }
-    out
-}
-
-/// Whether `hints` name exactly the sectors the filesystem gives the file `now`; on a
-/// difference, the first one, for the message.
-pub(crate) fn same_sectors(hints: &[Extent], now: &[Extent]) -> Result<()> {
-    let (hints, now) = (merged(hints), merged(now));
-    if hints == now {
-        return Ok(());
-    }
-    let i = hints.iter().zip(&now).take_while(|(a, b)| a == b).count();
-    let at = |list: &[Extent]| list.get(i).map_or("nothing".into(), |e| format!("{}+{}", e.start, e.sectors));
-    bail!(
-        "the hints name {} extents, the filesystem has {}; extent {} is {} in the hints, {} on the disk",
-        hints.len(),
-        now.len(),
-        i + 1,
-        at(&hints),
-        at(&now)
-    )
-}
-
 /// Why hints can be trusted to name the file's own sectors, said before anything is mapped.
 /// A copied-then-deleted file keeps its contents on freed sectors until another file takes
 /// them, so no fingerprint of the ends can tell stale hints from good ones: where isoroot
@@ -202,11 +102,11 @@ fn trust_hints(source: &BlockDev, path: &str, hints: &[Extent], print: &Fingerpr
             let fs = kind.name();
             let dev =
                 File::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
-            match scan::map(&dev, kind, path) {
+            match filemap::map(&dev, kind, path) {
                 Ok(map) => {
-                    let now = sectors(&map.runs)
+                    let now = dm::sectors(&map.runs)
                         .ok_or_else(|| anyhow!("{path} on {source} has holes now, and hints have none"))?;
-                    same_sectors(hints, &now).with_context(|| {
+                    dm::same_sectors(hints, &now).with_context(|| {
                         format!(
                             "iso.extents= is not where {path} lies in the {fs} allocation on {source}: the file \
                              was moved, copied or rewritten since the hints were made, and the sectors they name \
@@ -247,12 +147,12 @@ fn by_hints(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> 
     };
     let source = locate::wait_for_device(src, c.timeout, hw)?;
     let why = trust_hints(&source, &loc.path, extents, &want)?;
-    let (major, minor) = dev_numbers(&source)?;
-    let targets = table(extents, major, minor, source.size / 512)?;
+    let (major, minor) = source.numbers()?;
+    let targets = dm::table(extents, major, minor, source.size / 512)?;
     let lens: Vec<u64> = extents.iter().map(|e| e.sectors * 512).collect();
     let len: u64 = lens.iter().sum();
-    let (dev, iso) = map_checked(sys, &dm_name(&loc.path), &targets, |file| {
-        let got = verify::fingerprint(file, len, want.covers, &lens).context("reading the mapped device")?;
+    let (dev, iso) = map_checked(sys, &dm::name_for(&loc.path), &targets, |file| {
+        let got = extents::fingerprint(file, len, want.covers, &lens).context("reading the mapped device")?;
         if got != want {
             bail!(
                 "the mapped sectors have fingerprint {got}, iso.fingerprint= says {want}: the file moved or \
@@ -286,7 +186,7 @@ fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
     };
     let file =
         File::open(&source.path).map_err(|e| TryLoop(anyhow!("opening {}: {e}", source.path.display())))?;
-    let map = match scan::map(&file, kind, &loc.path) {
+    let map = match filemap::map(&file, kind, &loc.path) {
         Ok(map) => map,
         Err(e @ ScanError::NotFound { .. }) => return Err(Final(anyhow!("{source} has {e}"))),
         Err(ScanError::NotAFile(p)) => {
@@ -296,26 +196,27 @@ fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
     };
     let name = loc.to_string();
     iso9660::check_len(map.size, &name).map_err(Final)?;
-    let (major, minor) = dev_numbers(&source).map_err(TryLoop)?;
-    let targets = scan_table(&map.runs, major, minor).map_err(TryLoop)?;
+    let (major, minor) = source.numbers().map_err(TryLoop)?;
+    let targets = dm::scan_table(&map.runs, major, minor).map_err(TryLoop)?;
     // A map that holds no ISO may be a misreading of this filesystem (a feature the reader
     // does not know it should refuse): the kernel's driver gets to read the file too. A sum
     // that differs is the file's own and final.
-    let dm = dm_name(&loc.path);
-    let (dev, iso) =
-        map_checked(sys, &dm, &targets, |f| iso9660::check(f, map.size, &name)).map_err(|e| match e {
+    let dm_name = dm::name_for(&loc.path);
+    let (dev, iso) = map_checked(sys, &dm_name, &targets, |f| iso9660::check(f, map.size, &name)).map_err(
+        |e| match e {
             MapError::Create(e) => TryLoop(e),
             MapError::Check(e) => TryLoop(e.context(format!(
                 "what the {} scan mapped for {} is no ISO (isoroot's reader may have misread the filesystem)",
                 kind.name(),
                 loc.path
             ))),
-        })?;
+        },
+    )?;
     let summed = File::open(&dev)
         .with_context(|| format!("opening {}", dev.display()))
         .and_then(|f| check_sum(&f, map.size, c, &name));
     if let Err(e) = summed {
-        sys.unmap(&dm);
+        sys.unmap(&dm_name);
         return Err(Final(e));
     }
     let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
@@ -364,63 +265,4 @@ pub fn attach(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -
         }
     }
     by_loop(sys, c, loc, hw)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dm_names_come_from_the_file_name() {
-        assert_eq!(dm_name("/isos/debian-live-12.iso"), "debian-live-12");
-        assert_eq!(dm_name("/my isos/a b:c.iso"), "a_b_c");
-        assert_eq!(dm_name("/.iso"), "iso");
-        assert_eq!(dm_name("/isos/isoroot.iso"), "isoroot-iso");
-    }
-
-    #[test]
-    fn extents_past_the_device_are_refused() {
-        let e = [Extent { start: 100, sectors: 50 }];
-        assert_eq!(
-            table(&e, 254, 1, 150).unwrap(),
-            [Target::Linear { major: 254, minor: 1, start: 100, sectors: 50 }]
-        );
-        let err = table(&e, 254, 1, 149).unwrap_err().to_string();
-        assert!(err.contains("ends past the device's 149 sectors"), "{err}");
-    }
-
-    #[test]
-    fn hints_must_be_the_allocation_now() {
-        let e = |start, sectors| Extent { start, sectors };
-        let runs = [Run::Data { offset: 8192, len: 8192 }, Run::Data { offset: 1 << 20, len: 1000 }];
-        let now = sectors(&runs).unwrap();
-        assert_eq!(now, [e(16, 16), e(2048, 2)]);
-        // The same sectors written as more extents agree.
-        same_sectors(&[e(16, 8), e(24, 8), e(2048, 2)], &now).unwrap();
-        // A copy elsewhere: same lengths, other sectors.
-        let err = same_sectors(&[e(16, 16), e(4096, 2)], &now).unwrap_err().to_string();
-        assert!(err.contains("extent 2 is 4096+2 in the hints, 2048+2 on the disk"), "{err}");
-        let err = same_sectors(&[e(16, 16)], &now).unwrap_err().to_string();
-        assert!(err.contains("extent 2 is nothing in the hints"), "{err}");
-        // Holes have no sectors.
-        assert_eq!(sectors(&[Run::Zero { len: 4096 }]), None);
-    }
-
-    #[test]
-    fn scanned_runs_become_sectors_and_holes_zeros() {
-        let runs = [
-            Run::Zero { len: 32768 },
-            Run::Data { offset: 1 << 20, len: 4096 },
-            Run::Data { offset: 8192, len: 100 },
-        ];
-        assert_eq!(
-            scan_table(&runs, 8, 1).unwrap(),
-            [
-                Target::Zero { sectors: 64 },
-                Target::Linear { major: 8, minor: 1, start: 2048, sectors: 8 },
-                Target::Linear { major: 8, minor: 1, start: 16, sectors: 1 },
-            ]
-        );
-        assert!(scan_table(&[Run::Data { offset: 100, len: 512 }], 8, 1).is_err());
-    }
 }

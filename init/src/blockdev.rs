@@ -1,8 +1,10 @@
 //! Block devices as the kernel lists them in /sys/class/block, identified by their
 //! superblocks and partition entries.
 
-use crate::parttable;
-use crate::superblock::{self, FsInfo};
+use anyhow::{anyhow, Context, Result};
+use isoroot_fs::human_size;
+use isoroot_fs::parttable;
+use isoroot_fs::superblock::{self, FsInfo};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
@@ -49,18 +51,13 @@ impl fmt::Display for BlockDev {
     }
 }
 
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+impl BlockDev {
+    /// The device's major and minor number, as device-mapper tables name it.
+    pub fn numbers(&self) -> Result<(u32, u32)> {
+        let text = std::fs::read_to_string(Path::new("/sys/class/block").join(&self.name).join("dev"))
+            .with_context(|| format!("reading the device number of {}", self.path.display()))?;
+        let (ma, mi) = text.trim().split_once(':').ok_or_else(|| anyhow!("odd device number {text:?}"))?;
+        Ok((ma.parse()?, mi.parse()?))
     }
 }
 
@@ -157,7 +154,7 @@ impl Devices {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::superblock::FsKind;
+    use isoroot_fs::superblock::FsKind;
 
     #[test]
     fn display_names_everything_that_identifies_a_device() {
@@ -179,7 +176,6 @@ mod tests {
             d.to_string(),
             "/dev/vda1 (64.0 MiB) vfat UUID=1234-ABCD LABEL=\"MY USB\" PARTUUID=0a0b0c0d-01"
         );
-        assert_eq!(human_size(1000), "1000 B");
         assert!(ignored("loop0") && ignored("dm-1") && !ignored("sda"));
     }
 }

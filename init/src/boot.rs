@@ -4,12 +4,13 @@
 use crate::attach::{self, Attached};
 use crate::blockdev::Devices;
 use crate::cmdline::{self, Cmdline, Mode};
+use crate::devices::Hardware;
 use crate::liveroot::{self, MountedIso, Upper, MEDIUM, NEWROOT};
-use crate::locate::Hardware;
-use crate::modules::{Modules, LOAD_LIST};
+use crate::modules::Modules;
 use crate::mount::{Linux, Sys};
-use crate::{handoff, net, persist, pid1, profile, switchroot, timings, toram};
+use crate::{handoff, net, persist, profile, rescue, switchroot, timings, toram};
 use anyhow::{anyhow, bail, Context, Result};
+use isoroot_profiles::layout::MODULE_LIST;
 use isoroot_profiles::{Profile, Strategy};
 use nix::mount::MsFlags;
 use std::convert::Infallible;
@@ -104,7 +105,7 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     let modules = Modules::open();
     crate::debug!("{} modules in the index", modules.count());
     // Filesystem and device-mapper modules load while the storage drivers find the disk.
-    let loading = Some(modules.load_list_in_background(Path::new(LOAD_LIST)));
+    let loading = Some(modules.load_list_in_background(Path::new(MODULE_LIST)));
     let mut hw = Hardware { modules, devices: Devices::default(), loading };
     let attached = match (&cmdline.remote, &cmdline.iso) {
         (Some(url), _) => net::attach(sys, &cmdline, url, &mut hw),
@@ -187,9 +188,7 @@ pub fn boot(sys: &mut Linux) -> Result<Infallible> {
         Assembled::Root { init, rescue } => (init, rescue),
     };
     if rescue {
-        pid1::rescue_shell(&format!(
-            "iso.rescue: the new root is ready at {NEWROOT}; `exit` goes on to {init}"
-        ));
+        rescue::shell(&format!("iso.rescue: the new root is ready at {NEWROOT}; `exit` goes on to {init}"));
     }
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if switchroot::is_systemd(newroot, &init) {

@@ -2,56 +2,9 @@
 //! everything else kept for the profiles that read distro keys (`layerfs-path=`).
 
 use crate::net::url::{self, Scheme, Url};
-use crate::verify::Fingerprint;
+use isoroot_fs::extents::{self, Extent, Fingerprint};
+use isoroot_fs::location::{clean_path, parse_location, parse_source, Location, LOCATION_EXPECTED};
 use std::time::Duration;
-
-/// Where a block device is named: by filesystem or partition tag, or by kernel name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Uuid(String),
-    Label(String),
-    PartUuid(String),
-    PartLabel(String),
-    /// `/dev/NAME`
-    Dev(String),
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            Source::Uuid(v) => write!(f, "UUID={v}"),
-            Source::Label(v) => write!(f, "LABEL={v}"),
-            Source::PartUuid(v) => write!(f, "PARTUUID={v}"),
-            Source::PartLabel(v) => write!(f, "PARTLABEL={v}"),
-            Source::Dev(v) => write!(f, "{v}"),
-        }
-    }
-}
-
-/// A file on a block device: `[SOURCE:]PATH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    /// None: search every block device.
-    pub source: Option<Source>,
-    /// Absolute and normalised, without `..`.
-    pub path: String,
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match &self.source {
-            Some(s) => write!(f, "{s}:{}", self.path),
-            None => write!(f, "{}", self.path),
-        }
-    }
-}
-
-/// A run of 512-byte sectors on the source device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
-    pub start: u64,
-    pub sectors: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attach {
@@ -167,106 +120,12 @@ pub(crate) fn bad(key: &str, expected: &str, found: &str) -> CmdlineError {
     CmdlineError::BadValue { key: key.into(), expected: expected.into(), found: found.into() }
 }
 
-/// Normalises an absolute path: `.` and empty components go, `..` is refused.
-fn clean_path(p: &str) -> Option<String> {
-    if !p.starts_with('/') {
-        return None;
-    }
-    let mut parts = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return None,
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() {
-        return None;
-    }
-    Some(format!("/{}", parts.join("/")))
+fn location(key: &str, v: &str) -> Result<Location, CmdlineError> {
+    parse_location(v).ok_or_else(|| bad(key, LOCATION_EXPECTED, v))
 }
 
-/// udev's `\x20`-style escapes in `/dev/disk/by-label/` names.
-fn unescape_udev(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
-            // Bytes, not a str slice: the two after `\x` may start a multi-byte character.
-            let hex = std::str::from_utf8(&b[i + 2..i + 4]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `UUID=…`, `LABEL=…`, `PARTUUID=…`, `PARTLABEL=…`, `/dev/NAME`, and the udev symlinks
-/// `/dev/disk/by-*/…` (there is no udev here to make them, so they become tags).
-pub fn parse_source(s: &str) -> Option<Source> {
-    let tagged = [
-        ("UUID=", Source::Uuid as fn(String) -> Source),
-        ("LABEL=", Source::Label),
-        ("PARTUUID=", Source::PartUuid),
-        ("PARTLABEL=", Source::PartLabel),
-        ("/dev/disk/by-uuid/", Source::Uuid),
-        ("/dev/disk/by-label/", Source::Label),
-        ("/dev/disk/by-partuuid/", Source::PartUuid),
-        ("/dev/disk/by-partlabel/", Source::PartLabel),
-    ];
-    for (prefix, make) in tagged {
-        if let Some(v) = s.strip_prefix(prefix) {
-            return (!v.is_empty()).then(|| make(unescape_udev(v)));
-        }
-    }
-    let name = s.strip_prefix("/dev/")?;
-    let ok = !name.is_empty() && name.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
-    ok.then(|| Source::Dev(s.to_string()))
-}
-
-const SOURCE_PREFIXES: &[&str] = &["UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=", "/dev/"];
-
-/// `[SOURCE:]PATH`. A value that starts like a SOURCE is split at its first `:/`.
-pub fn parse_location(key: &str, v: &str) -> Result<Location, CmdlineError> {
-    const EXPECTED: &str = "[SOURCE:]/PATH with SOURCE one of UUID=, LABEL=, PARTUUID=, \
-                            PARTLABEL=, /dev/NAME, and PATH absolute without '..'";
-    let (source, path) = if SOURCE_PREFIXES.iter().any(|p| v.starts_with(p)) {
-        let Some(i) = v.find(":/") else {
-            return Err(bad(key, EXPECTED, v));
-        };
-        let source = parse_source(&v[..i]).ok_or_else(|| bad(key, EXPECTED, v))?;
-        (Some(source), &v[i + 1..])
-    } else {
-        (None, v)
-    };
-    let path = clean_path(path).ok_or_else(|| bad(key, EXPECTED, v))?;
-    Ok(Location { source, path })
-}
-
-/// The `iso.extents=` value for a list of extents; `parse_extents` reads it back.
-pub fn format_extents(extents: &[Extent]) -> String {
-    extents.iter().map(|e| format!("{}+{}", e.start, e.sectors)).collect::<Vec<_>>().join(",")
-}
-
-fn parse_extents(key: &str, v: &str) -> Result<Vec<Extent>, CmdlineError> {
-    let expected = "START+SECTORS[,START+SECTORS…] in 512-byte sectors, lengths above zero";
-    v.split(',')
-        .map(|e| {
-            let (s, n) = e.split_once('+').ok_or_else(|| bad(key, expected, v))?;
-            let start = s.parse::<u64>().map_err(|_| bad(key, expected, v))?;
-            let sectors = n.parse::<u64>().map_err(|_| bad(key, expected, v))?;
-            if sectors == 0 || start.checked_add(sectors).is_none() {
-                return Err(bad(key, expected, v));
-            }
-            Ok(Extent { start, sectors })
-        })
-        .collect()
+fn extents(key: &str, v: &str) -> Result<Vec<Extent>, CmdlineError> {
+    extents::parse(v).ok_or_else(|| bad(key, extents::EXPECTED, v))
 }
 
 fn parse_sha256(key: &str, v: &str) -> Result<[u8; 32], CmdlineError> {
@@ -423,11 +282,11 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
             c.iso = None;
         }
         "iso" => {
-            c.iso = Some(parse_location(key, v)?);
+            c.iso = Some(location(key, v)?);
             c.remote = None;
         }
-        "iso.extents" => c.extents = Some(parse_extents(key, v)?),
-        "iso.persist.extents" => c.persist_extents = Some(parse_extents(key, v)?),
+        "iso.extents" => c.extents = Some(extents(key, v)?),
+        "iso.persist.extents" => c.persist_extents = Some(extents(key, v)?),
         "iso.map" => {
             c.map = Some(clean_path(v).ok_or_else(|| bad(key, "an absolute path in the initramfs", v))?)
         }
@@ -445,7 +304,7 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
             }
             c.profile = Some(v.into());
         }
-        "iso.persist" => c.persist = Some(parse_location(key, v)?),
+        "iso.persist" => c.persist = Some(location(key, v)?),
         "iso.persist.uuid" => {
             if !is_uuid_like(v) {
                 return Err(bad(key, "an ext4 UUID", v));
@@ -519,7 +378,8 @@ fn apply_compat(c: &mut Cmdline) -> Result<(), CmdlineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::Covers;
+    use isoroot_fs::extents::Covers;
+    use isoroot_fs::location::Source;
 
     fn loc(source: Option<Source>, path: &str) -> Option<Location> {
         Some(Location { source, path: path.into() })
@@ -686,8 +546,6 @@ mod tests {
     #[test]
     fn udev_escapes_next_to_multibyte_characters() {
         // Found by `cargo fuzz run cmdline`: `\x1` followed by a two-byte character.
-        assert_eq!(unescape_udev("a\\x1\u{3d9}b"), "a\\x1\u{3d9}b");
-        assert_eq!(unescape_udev("MY\\x20USB"), "MY USB");
         assert!(parse("iso=/dev/disk/by-label/i\\x1\u{3d9}:/a.iso").is_ok());
         let sha = format!("iso.sha256={}\u{2bf}6", "6".repeat(61));
         assert!(matches!(parse(&sha), Err(CmdlineError::BadValue { .. })));

@@ -1,6 +1,9 @@
 //! Read-only device-mapper `linear` devices with the kernel's ioctls on
 //! /dev/mapper/control (as rsinit does): no libdevmapper, and no udev cookie to wait for.
 
+use anyhow::{anyhow, bail, Result};
+use isoroot_fs::extents::Extent;
+use isoroot_fs::filemap::Run;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -160,6 +163,105 @@ pub fn remove(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// The device the handoff strategy gives the distro's initrd: `/dev/mapper/isoroot`.
+pub const HANDOFF_DEVICE: &str = "isoroot";
+
+/// The dm device's name: the ISO's file name, without what a device name cannot hold.
+pub fn name_for(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.strip_suffix(".iso").unwrap_or(file);
+    let name: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .take(100)
+        .collect();
+    match name.as_str() {
+        "" => "iso".into(),
+        // Taken by the device the handoff strategy makes.
+        HANDOFF_DEVICE => format!("{name}-iso"),
+        _ => name,
+    }
+}
+
+/// The linear table for `extents` on a device of `dev_sectors` sectors.
+pub fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result<Vec<Target>> {
+    extents
+        .iter()
+        .map(|e| {
+            if e.start + e.sectors > dev_sectors {
+                bail!(
+                    "the extent {}+{} ends past the device's {} sectors: the hints are for another device",
+                    e.start,
+                    e.sectors,
+                    dev_sectors
+                );
+            }
+            Ok(Target::Linear { major, minor, start: e.start, sectors: e.sectors })
+        })
+        .collect()
+}
+
+/// The table for a scanned file: runs in sectors (the last one rounded up, which stays
+/// inside its allocated block), holes as zero targets.
+pub fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
+    runs.iter()
+        .map(|r| match *r {
+            Run::Data { offset, len } => run_sectors(offset, len)
+                .map(|e| Target::Linear { major, minor, start: e.start, sectors: e.sectors })
+                .ok_or_else(|| anyhow!("a run at byte {offset} is not sector-aligned")),
+            Run::Zero { len } => Ok(Target::Zero { sectors: len.div_ceil(512) }),
+        })
+        .collect()
+}
+
+/// The sectors of `len` bytes at `offset` (the last one rounded up, which stays inside its
+/// allocated block); None off a sector boundary.
+fn run_sectors(offset: u64, len: u64) -> Option<Extent> {
+    (offset % 512 == 0).then(|| Extent { start: offset / 512, sectors: len.div_ceil(512) })
+}
+
+/// The file's sectors as the filesystem has them, when every byte has some (a hole or a
+/// run off a sector boundary has none to name).
+pub fn sectors(runs: &[Run]) -> Option<Vec<Extent>> {
+    runs.iter()
+        .map(|r| match *r {
+            Run::Data { offset, len } => run_sectors(offset, len),
+            Run::Zero { .. } => None,
+        })
+        .collect()
+}
+
+/// Adjacent extents as one, so that two spellings of the same sectors compare equal.
+fn merged(extents: &[Extent]) -> Vec<Extent> {
+    let mut out: Vec<Extent> = Vec::with_capacity(extents.len());
+    for &e in extents {
+        match out.last_mut() {
+            Some(last) if last.start + last.sectors == e.start => last.sectors += e.sectors,
+            _ => out.push(e),
+        }
+    }
+    out
+}
+
+/// Whether `hints` name exactly the sectors the filesystem gives the file `now`; on a
+/// difference, the first one, for the message.
+pub fn same_sectors(hints: &[Extent], now: &[Extent]) -> Result<()> {
+    let (hints, now) = (merged(hints), merged(now));
+    if hints == now {
+        return Ok(());
+    }
+    let i = hints.iter().zip(&now).take_while(|(a, b)| a == b).count();
+    let at = |list: &[Extent]| list.get(i).map_or("nothing".into(), |e| format!("{}+{}", e.start, e.sectors));
+    bail!(
+        "the hints name {} extents, the filesystem has {}; extent {} is {} in the hints, {} on the disk",
+        hints.len(),
+        now.len(),
+        i + 1,
+        at(&hints),
+        at(&now)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +298,59 @@ mod tests {
         assert_eq!(&s[136..140], b"zero");
         assert_eq!(h.data_size as usize, 312 + 56 + 56 + 48);
         assert!(buffer("a/b", 0, &[]).is_err());
+    }
+
+    #[test]
+    fn dm_names_come_from_the_file_name() {
+        assert_eq!(name_for("/isos/debian-live-12.iso"), "debian-live-12");
+        assert_eq!(name_for("/my isos/a b:c.iso"), "a_b_c");
+        assert_eq!(name_for("/.iso"), "iso");
+        assert_eq!(name_for("/isos/isoroot.iso"), "isoroot-iso");
+    }
+
+    #[test]
+    fn extents_past_the_device_are_refused() {
+        let e = [Extent { start: 100, sectors: 50 }];
+        assert_eq!(
+            table(&e, 254, 1, 150).unwrap(),
+            [Target::Linear { major: 254, minor: 1, start: 100, sectors: 50 }]
+        );
+        let err = table(&e, 254, 1, 149).unwrap_err().to_string();
+        assert!(err.contains("ends past the device's 149 sectors"), "{err}");
+    }
+
+    #[test]
+    fn hints_must_be_the_allocation_now() {
+        let e = |start, sectors| Extent { start, sectors };
+        let runs = [Run::Data { offset: 8192, len: 8192 }, Run::Data { offset: 1 << 20, len: 1000 }];
+        let now = sectors(&runs).unwrap();
+        assert_eq!(now, [e(16, 16), e(2048, 2)]);
+        // The same sectors written as more extents agree.
+        same_sectors(&[e(16, 8), e(24, 8), e(2048, 2)], &now).unwrap();
+        // A copy elsewhere: same lengths, other sectors.
+        let err = same_sectors(&[e(16, 16), e(4096, 2)], &now).unwrap_err().to_string();
+        assert!(err.contains("extent 2 is 4096+2 in the hints, 2048+2 on the disk"), "{err}");
+        let err = same_sectors(&[e(16, 16)], &now).unwrap_err().to_string();
+        assert!(err.contains("extent 2 is nothing in the hints"), "{err}");
+        // Holes have no sectors.
+        assert_eq!(sectors(&[Run::Zero { len: 4096 }]), None);
+    }
+
+    #[test]
+    fn scanned_runs_become_sectors_and_holes_zeros() {
+        let runs = [
+            Run::Zero { len: 32768 },
+            Run::Data { offset: 1 << 20, len: 4096 },
+            Run::Data { offset: 8192, len: 100 },
+        ];
+        assert_eq!(
+            scan_table(&runs, 8, 1).unwrap(),
+            [
+                Target::Zero { sectors: 64 },
+                Target::Linear { major: 8, minor: 1, start: 2048, sectors: 8 },
+                Target::Linear { major: 8, minor: 1, start: 16, sectors: 1 },
+            ]
+        );
+        assert!(scan_table(&[Run::Data { offset: 100, len: 512 }], 8, 1).is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! (`live-media=/dev/mapper/isoroot`, `root=live:/dev/mapper/isoroot`) point at it.
 
 use crate::attach::Attached;
-use crate::dm::Target;
+use crate::dm::{self, Target};
 use crate::liveroot::MEDIUM;
 use crate::mount::{Linux, Sys};
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,8 +14,6 @@ use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// The dm name, so the device is `/dev/mapper/isoroot`.
-pub const DEVICE: &str = "isoroot";
 const DISTRO_INIT: &str = "/init";
 
 /// Whether a distro's own `/init` is in the initramfs (the combined boot, isoroot started
@@ -55,8 +53,10 @@ pub fn hand_off(sys: &mut Linux, attached: &Attached, profile: &str) -> Result<I
     let sectors: u64 =
         size.trim().parse().map_err(|_| anyhow!("odd size {size:?} of {}", attached.dev.display()))?;
     let node = sys
-        .map_linear(DEVICE, &[Target::Linear { major, minor, start: 0, sectors }], false)
-        .with_context(|| format!("creating /dev/mapper/{DEVICE} over {}", attached.dev.display()))?;
+        .map_linear(dm::HANDOFF_DEVICE, &[Target::Linear { major, minor, start: 0, sectors }], false)
+        .with_context(|| {
+            format!("creating /dev/mapper/{} over {}", dm::HANDOFF_DEVICE, attached.dev.display())
+        })?;
     sys.keep();
     if let Err(e) = udev_record(&node) {
         crate::warn!("{}: no udev record ({e}); a udev-based initrd may not see the device", node.display());

@@ -5,8 +5,8 @@ use crate::cmdline::Cmdline;
 use crate::loopdev::Window;
 use crate::mount::Sys;
 use crate::paths;
-use crate::superblock::FsKind;
 use anyhow::{anyhow, bail, Context, Result};
+use isoroot_fs::superblock::FsKind;
 use isoroot_profiles::{Lookup, Match, Profile};
 use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
@@ -98,7 +98,7 @@ pub fn choose(profiles: &[Profile], forced: Option<&str>, iso: &MountedIso) -> R
         Match::Nothing(tried) => bail!(
             "no profile matches this ISO\nits top level holds: {}\nprofiles tried: {}\n\
              force one with iso.profile=NAME, or add a profile to the initramfs (profiles/README.md)",
-            paths::sample(&iso.top_level()),
+            isoroot_fs::pathwalk::sample(&iso.top_level()),
             tried.join("; ")
         ),
     }

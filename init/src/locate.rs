@@ -1,39 +1,21 @@
-//! Step 4 and the first half of step 5: wait for the device that holds the ISO, mount its
-//! filesystem read-only and find the file on it.
+//! Wait for the device that holds the ISO, mount its filesystem read-only and find the file
+//! on it (the loop path of `attach`, and the boot-time search when `iso=` names no device).
 
 use crate::blockdev::{BlockDev, Devices};
-use crate::cmdline::{Location, Source};
-use crate::modules::{Background, Modules};
+use crate::devices::{self, Hardware};
 use crate::mount::Sys;
 use crate::paths;
-use crate::superblock::FsKind;
 use anyhow::{anyhow, bail, Context, Result};
+use isoroot_fs::location::{Location, Source};
+use isoroot_fs::superblock::FsKind;
 use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where the filesystem that holds the ISO is mounted (read-only).
 pub const HOST: &str = "/run/isoroot/host";
 /// Where other candidates are checked while searching, so that HOST keeps the first hit.
 const PROBE: &str = "/run/isoroot/probe";
-const POLL: Duration = Duration::from_millis(20);
-
-/// What the device wait drives: drivers for new hardware, and the devices they bring.
-pub struct Hardware {
-    pub modules: Modules,
-    pub devices: Devices,
-    /// The load list, loading on another thread until the boot device is found.
-    pub loading: Option<Background>,
-}
-
-impl Hardware {
-    /// Waits for the background module load: filesystems and device-mapper are needed next.
-    pub fn settle(&mut self) {
-        if let Some(b) = self.loading.take() {
-            self.modules.join(b);
-        }
-    }
-}
 
 pub struct Found {
     pub dev: BlockDev,
@@ -98,7 +80,7 @@ fn open_on(sys: &mut dyn Sys, dev: &BlockDev, path: &str, at: &Path) -> Result<P
     mount_ro(sys, dev, at)?;
     let missing = || {
         let (dir, names) = paths::nearest_listing(at, path);
-        anyhow!("{dev} has no file {path}\n{dir} on it holds: {}", paths::sample(&names))
+        anyhow!("{dev} has no file {path}\n{dir} on it holds: {}", isoroot_fs::pathwalk::sample(&names))
     };
     let found = match paths::resolve_in(at, path) {
         Ok(file) => match std::fs::metadata(&file) {
@@ -116,39 +98,10 @@ fn open_on(sys: &mut dyn Sys, dev: &BlockDev, path: &str, at: &Path) -> Result<P
     found
 }
 
-/// Polls for devices (loading drivers for new hardware as it appears) until `found`
-/// returns something or `timeout` passes; `None` then.
-pub(crate) fn poll<T>(
-    timeout: Duration,
-    waiting_for: &str,
-    hw: &mut Hardware,
-    mut found: impl FnMut(&Devices, Vec<String>) -> Result<Option<T>>,
-) -> Result<Option<T>> {
-    let start = Instant::now();
-    let mut announced = false;
-    loop {
-        crate::pid1::poll_ctrl_alt_del();
-        hw.modules.coldplug();
-        let fresh = hw.devices.refresh();
-        if let Some(t) = found(&hw.devices, fresh)? {
-            return Ok(Some(t));
-        }
-        let waited = start.elapsed();
-        if waited >= timeout {
-            return Ok(None);
-        }
-        if !announced && waited > Duration::from_secs(1) {
-            crate::info!("waiting up to {} s for {waiting_for}", timeout.as_secs());
-            announced = true;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
 /// Waits up to `timeout` for the device `src` names. Several matches are a warning.
 pub fn wait_for_device(src: &Source, timeout: Duration, hw: &mut Hardware) -> Result<BlockDev> {
     let what = format!("the block device {src}");
-    let dev = poll(timeout, &what, hw, |devices, _| {
+    let dev = devices::poll(timeout, &what, hw, |devices, _| {
         let hits: Vec<&BlockDev> = devices.known.values().filter(|d| matches(src, d)).collect();
         if hits.len() > 1 {
             let all: Vec<String> = hits.iter().map(|d| d.to_string()).collect();
@@ -176,7 +129,7 @@ pub fn locate(sys: &mut dyn Sys, loc: &Location, timeout: Duration, hw: &mut Har
     hw.settle();
     let mut searched: Vec<String> = Vec::new();
     let what = format!("a block device that holds {}", loc.path);
-    let found = poll(timeout, &what, hw, |devices, fresh| {
+    let found = devices::poll(timeout, &what, hw, |devices, fresh| {
         for name in fresh {
             let dev = devices.known[&name].clone();
             if mount_args(&dev).is_err() {
@@ -240,7 +193,7 @@ fn not_found(loc: &Location, timeout: Duration, devices: &Devices, searched: &[S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::superblock::FsInfo;
+    use isoroot_fs::superblock::FsInfo;
 
     fn dev(name: &str, kind: FsKind, uuid: &str, label: &str) -> BlockDev {
         BlockDev {

@@ -8,8 +8,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub const LOAD_LIST: &str = "/etc/isoroot/modules.load";
-
 /// `-` and `_` are the same in module names.
 pub fn normalize(name: &str) -> String {
     name.replace('-', "_")

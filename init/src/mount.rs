@@ -3,7 +3,7 @@
 //! and remembers its mounts so that a failed attempt can be undone before a retry.
 
 use crate::loopdev::{self, Window};
-use crate::superblock::{self, FsInfo};
+use isoroot_fs::superblock::{self, FsInfo};
 use nix::mount::{MntFlags, MsFlags};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -179,7 +179,7 @@ impl Linux {
 pub mod recording {
     //! A [`Sys`] that records calls and succeeds, for tests.
     use super::*;
-    use crate::superblock::FsKind;
+    use isoroot_fs::superblock::FsKind;
 
     #[derive(Debug, Default)]
     pub struct Recorder {

@@ -1,59 +1,29 @@
 //! Paths inside a mounted tree, resolved as if that tree were `/`: a symlink on the boot
 //! device or in the new root must not lead into the initramfs.
 
+use isoroot_fs::pathwalk::Walk;
 use std::io;
-use std::path::{Component, Path, PathBuf};
-
-const MAX_LINKS: usize = 40;
+use std::path::{Path, PathBuf};
 
 /// Resolves `path` (absolute, as seen from inside `root`) with every symlink followed within
 /// `root`; returns the path on this side. A loop fails with ELOOP, like the kernel.
 pub fn resolve_in(root: &Path, path: &str) -> io::Result<PathBuf> {
-    let mut todo: Vec<String> = components(path);
-    todo.reverse();
-    let mut done: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                done.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let here = root.join(done.iter().collect::<PathBuf>()).join(&c);
+    let mut walk = Walk::new(path, root.to_path_buf());
+    while let Some(name) = walk.next_name() {
+        let here = walk.dir().join(&name);
         match std::fs::symlink_metadata(&here) {
             Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
                 let target = std::fs::read_link(&here)?;
-                let target = target.to_string_lossy();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                todo.extend(components(&target).into_iter().rev());
+                walk.follow(&target.to_string_lossy())
+                    .map_err(|_| io::Error::from_raw_os_error(libc::ELOOP))?;
             }
-            Ok(_) => done.push(c),
+            Ok(_) => walk.enter(name, here),
             // The last component may not exist yet; anything before it must.
-            Err(e) if todo.is_empty() && e.kind() == io::ErrorKind::NotFound => done.push(c),
+            Err(e) if walk.at_last() && e.kind() == io::ErrorKind::NotFound => walk.enter(name, here),
             Err(e) => return Err(e),
         }
     }
-    Ok(root.join(done.iter().collect::<PathBuf>()))
-}
-
-fn components(path: &str) -> Vec<String> {
-    Path::new(path)
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect()
+    Ok(walk.into_node())
 }
 
 /// What exists nearest to a missing path, for messages: the deepest existing directory on
@@ -78,19 +48,6 @@ pub fn nearest_listing(root: &Path, path: &str) -> (String, Vec<String>) {
             return ("/".into(), Vec::new());
         }
     }
-}
-
-/// A listing cut to a readable length.
-pub fn sample(names: &[String]) -> String {
-    const MAX: usize = 20;
-    if names.is_empty() {
-        return "(empty)".into();
-    }
-    let mut s = names.iter().take(MAX).cloned().collect::<Vec<_>>().join(", ");
-    if names.len() > MAX {
-        s.push_str(&format!(", … ({} more)", names.len() - MAX));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -118,12 +75,5 @@ mod tests {
         let (dir, names) = nearest_listing(&t, "/isos/real/sub/b.iso");
         assert_eq!((dir.as_str(), names), ("/isos/real", vec!["a.iso".to_string()]));
         std::fs::remove_dir_all(&t).unwrap();
-    }
-
-    #[test]
-    fn sample_cuts_long_listings() {
-        let names: Vec<String> = (0..25).map(|i| format!("f{i}")).collect();
-        assert!(sample(&names).ends_with("f19, … (5 more)"));
-        assert_eq!(sample(&[]), "(empty)");
     }
 }

@@ -5,15 +5,20 @@
 //! And nothing is mounted writable before the image's own ext4 UUID matches
 //! `iso.persist.uuid=`. Any doubt: boot without persistence and say why.
 
-use crate::attach;
-use crate::blockdev::{human_size, BlockDev};
-use crate::cmdline::{Cmdline, Extent, Location};
+use crate::blockdev::BlockDev;
+use crate::cmdline::Cmdline;
+use crate::devices::Hardware;
+use crate::dm;
 use crate::dm::Target;
-use crate::locate::{self, Hardware};
+use crate::locate;
 use crate::mount::Linux;
-use crate::scan;
-use crate::superblock::{self, le16, le32, FsKind, ReadAt, EXT4_INCOMPAT_64BIT};
 use anyhow::{anyhow, bail, Context, Result};
+use isoroot_fs::extents::Extent;
+use isoroot_fs::filemap;
+use isoroot_fs::human_size;
+use isoroot_fs::location::Location;
+use isoroot_fs::superblock::{self, FsKind, EXT4_INCOMPAT_64BIT};
+use isoroot_fs::{le16, le32, ReadAt};
 use std::path::PathBuf;
 
 const NAME: &str = "isoroot-persist";
@@ -61,7 +66,7 @@ pub fn attach(
 
 /// Where `dev` is mounted, if it is: its major:minor in /proc/self/mountinfo.
 fn mounted_at(dev: &BlockDev) -> Result<Option<String>> {
-    let (major, minor) = attach::dev_numbers(dev)?;
+    let (major, minor) = dev.numbers()?;
     let want = format!("{major}:{minor}");
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(info.lines().find_map(|l| {
@@ -138,10 +143,10 @@ fn current_map(source: &BlockDev, loc: &Location, hints: Option<&[Extent]>) -> R
     let kind = source.fs.as_ref().map(|f| f.kind).ok_or_else(|| anyhow!("{source} has no filesystem"))?;
     let file =
         std::fs::File::open(&source.path).with_context(|| format!("opening {}", source.path.display()))?;
-    let map = scan::map(&file, kind, &loc.path).map_err(|e| {
+    let map = filemap::map(&file, kind, &loc.path).map_err(|e| {
         anyhow!("{source}: {e} (isoroot maps persistence files on clean ext4, FAT, exFAT and NTFS only)")
     })?;
-    let now = attach::sectors(&map.runs).ok_or_else(|| {
+    let now = dm::sectors(&map.runs).ok_or_else(|| {
         anyhow!(
             "{} is sparse (or preallocated but unwritten): writes there would be lost to the host; copy it \
              densely: cp --sparse=never IMG NEW && mv NEW IMG",
@@ -149,7 +154,7 @@ fn current_map(source: &BlockDev, loc: &Location, hints: Option<&[Extent]>) -> R
         )
     })?;
     if let Some(hints) = hints {
-        attach::same_sectors(hints, &now).with_context(|| {
+        dm::same_sectors(hints, &now).with_context(|| {
             format!(
                 "iso.persist.extents= is not where {} lies now: stale hints, and a stale map is never written \
                  to; run `isoroot extents` again",
@@ -157,8 +162,8 @@ fn current_map(source: &BlockDev, loc: &Location, hints: Option<&[Extent]>) -> R
             )
         })?;
     }
-    let (major, minor) = attach::dev_numbers(source)?;
-    Ok((attach::table(&now, major, minor, source.size / 512)?, map.size))
+    let (major, minor) = source.numbers()?;
+    Ok((dm::table(&now, major, minor, source.size / 512)?, map.size))
 }
 
 #[cfg(test)]

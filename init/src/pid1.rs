@@ -3,20 +3,11 @@
 //! reboot after a pause long enough to read the message.
 
 use crate::mount::Linux;
+use crate::{rescue, wait};
 use nix::mount::MsFlags;
-use nix::sys::reboot::{reboot, set_cad_enabled, RebootMode};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const REBOOT_AFTER: Duration = Duration::from_secs(120);
-const SHELLS: &[&str] = &["/bin/sh", "/usr/bin/sh"];
-
-static CTRL_ALT_DEL: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 fn mount_api_filesystems() {
     let nosuid = MsFlags::MS_NOSUID;
@@ -58,65 +49,6 @@ fn ensure_console() {
     }
 }
 
-/// Reboots now if Ctrl-Alt-Del was pressed; called from every wait.
-pub fn poll_ctrl_alt_del() {
-    if CTRL_ALT_DEL.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
-        crate::info!("Ctrl-Alt-Del: rebooting");
-        reboot_now();
-    }
-}
-
-fn reboot_now() -> ! {
-    nix::unistd::sync();
-    let _ = reboot(RebootMode::RB_AUTOBOOT);
-    // reboot(2) does not return on success; if it failed there is nothing left to try.
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}
-
-/// The terminal behind /dev/console, so that the shell gets job control and Ctrl-C.
-fn console_tty() -> Option<std::fs::File> {
-    let active = std::fs::read_to_string("/sys/class/tty/console/active").ok()?;
-    let name = active.split_whitespace().last()?;
-    std::fs::OpenOptions::new().read(true).write(true).open(Path::new("/dev").join(name)).ok()
-}
-
-/// Runs a shell on the console until it exits; false when the image has none.
-pub fn rescue_shell(why: &str) -> bool {
-    let Some(sh) = SHELLS.iter().find(|s| Path::new(s).exists()) else {
-        return false;
-    };
-    crate::info!("{why}");
-    crate::info!("starting a rescue shell ({sh}); type `exit` to retry the boot");
-    let mut cmd = Command::new(sh);
-    cmd.env("PS1", "(isoroot) # ").env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
-    if let Some(tty) = console_tty() {
-        if let (Ok(a), Ok(b)) = (tty.try_clone(), tty.try_clone()) {
-            cmd.stdin(tty).stdout(a).stderr(b);
-        }
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 1);
-                Ok(())
-            });
-        }
-    }
-    match cmd.status() {
-        Ok(_) => {}
-        Err(e) => crate::error!("starting {sh}: {e}"),
-    }
-    // Orphans of the shell were handed to us: reap them.
-    while let Ok(status) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-        if status == nix::sys::wait::WaitStatus::StillAlive {
-            break;
-        }
-    }
-    true
-}
-
 fn wait_then_reboot() -> ! {
     crate::info!(
         "no rescue shell in this image (add one with `isoroot mkinitramfs --rescue-shell /bin/busybox`); \
@@ -125,10 +57,9 @@ fn wait_then_reboot() -> ! {
     );
     let until = Instant::now() + REBOOT_AFTER;
     while Instant::now() < until {
-        poll_ctrl_alt_del();
-        std::thread::sleep(Duration::from_millis(100));
+        wait::tick(Duration::from_millis(100));
     }
-    reboot_now()
+    wait::reboot_now()
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -146,10 +77,7 @@ pub fn pid1() -> ! {
     crate::timings::start();
     mount_api_filesystems();
     ensure_console();
-    // With Ctrl-Alt-Del disabled in the kernel, it sends SIGINT to PID 1 instead.
-    let flag = CTRL_ALT_DEL.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    let _ = set_cad_enabled(false);
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(flag));
+    wait::watch_ctrl_alt_del();
     let mut sys = Linux::default();
     loop {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::boot::boot(&mut sys)));
@@ -160,7 +88,7 @@ pub fn pid1() -> ! {
         };
         crate::error!("the boot failed:\n{err:#}");
         sys.undo();
-        if !rescue_shell("the boot stopped here; the console above says why") {
+        if !rescue::shell("the boot stopped here; the console above says why") {
             wait_then_reboot();
         }
         crate::info!("retrying the boot");

@@ -2,10 +2,9 @@
 //! `isoroot mkinitramfs --profile` (or a distro initrd) put in the initramfs.
 
 use anyhow::{Context, Result};
+use isoroot_profiles::layout::PROFILE_DIR;
 use isoroot_profiles::{merge, parse_compact, Profile};
 use std::path::Path;
-
-pub const USER_DIR: &str = "/etc/isoroot/profiles";
 
 const BUILTIN: &str = include_str!(concat!(env!("OUT_DIR"), "/profiles.compact"));
 
@@ -14,10 +13,10 @@ pub fn builtin() -> Vec<Profile> {
     parse_compact(BUILTIN).unwrap_or_default()
 }
 
-/// Built-in profiles, overridden or extended by `*.profile` files in [`USER_DIR`].
+/// Built-in profiles, overridden or extended by `*.profile` files in [`PROFILE_DIR`].
 pub fn load() -> Result<Vec<Profile>> {
     let mut all = builtin();
-    let Ok(entries) = std::fs::read_dir(USER_DIR) else {
+    let Ok(entries) = std::fs::read_dir(PROFILE_DIR) else {
         return Ok(merge(all));
     };
     let mut files: Vec<_> = entries

@@ -1,7 +1,7 @@
 //! Reading a whole image with a progress line: the sha256 check and the copy to RAM.
 
-use crate::blockdev::human_size;
 use anyhow::{Context, Result};
+use isoroot_fs::human_size;
 use std::io::Read;
 use std::time::{Duration, Instant};
 

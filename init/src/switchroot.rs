@@ -23,7 +23,7 @@ pub fn check_init(newroot: &Path, init: &str) -> Result<()> {
             let (dir, names) = paths::nearest_listing(newroot, init);
             bail!(
                 "the new root has no {init} (set another with init=PATH)\n{dir} there holds: {}",
-                paths::sample(&names)
+                isoroot_fs::pathwalk::sample(&names)
             )
         }
     }

@@ -72,8 +72,8 @@ pub fn write() -> Result<()> {
         })
         .collect();
     crate::debug!("timings: {}; peak memory {} KiB", phases.join(", "), peak.unwrap_or(0));
-    let used = crate::toram::meminfo("MemTotal")
-        .zip(crate::toram::meminfo("MemAvailable"))
+    let used = crate::meminfo::read("MemTotal")
+        .zip(crate::meminfo::read("MemAvailable"))
         .map(|(total, free)| total.saturating_sub(free) / 1024);
     std::fs::write(FILE, json(start, &marks, peak, used)).with_context(|| format!("writing {FILE}"))
 }

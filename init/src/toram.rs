@@ -2,11 +2,12 @@
 //! no loop, no dm device on it), so that it can be pulled out once the system is up.
 
 use crate::attach::Attached;
-use crate::blockdev::human_size;
 use crate::loopdev::Window;
+use crate::meminfo;
 use crate::mount::{Linux, Sys};
 use crate::verify;
 use anyhow::{Context, Result};
+use isoroot_fs::human_size;
 use sha2::{Digest, Sha256};
 use std::io::{Seek, SeekFrom, Write};
 
@@ -14,27 +15,6 @@ use std::io::{Seek, SeekFrom, Write};
 pub const COPY: &str = "/run/isoroot/ram.iso";
 /// Left free after the copy, for the overlay and the system's first steps.
 pub const MARGIN: u64 = 128 << 20;
-
-/// A `/proc/meminfo` value (`MemAvailable`, `MemTotal`…) in bytes.
-pub fn meminfo(key: &str) -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// What a copy in [`COPY`] may take: the room in /run, and no more than the free RAM.
-pub fn free_ram() -> Result<u64> {
-    let run = nix::sys::statvfs::statvfs("/run").context("statvfs /run")?;
-    let room = run.blocks_available() as u64 * run.fragment_size() as u64;
-    Ok(room.min(meminfo("MemAvailable").unwrap_or(room)))
-}
 
 /// Creates [`COPY`], ready to be written.
 pub fn create_copy() -> Result<std::fs::File> {
@@ -53,7 +33,7 @@ pub fn copy(sys: &mut Linux, attached: Attached, name: &str, sha256: Option<&[u8
         std::fs::File::open(&attached.dev).with_context(|| format!("opening {}", attached.dev.display()))?;
     let len = dev.seek(SeekFrom::End(0))?;
     dev.seek(SeekFrom::Start(0))?;
-    let free = free_ram()?;
+    let free = meminfo::free_ram()?;
     if len.saturating_add(MARGIN) > free {
         crate::warn!(
             "iso.toram: {name} needs {} of RAM and {} more to run, {} is free: booting from the device instead",

@@ -3,12 +3,11 @@
 
 use crate::cpio::Archive;
 use anyhow::{bail, Context, Result};
-use isoroot_init::cmdline::{format_extents, Extent, Location, Source};
-use isoroot_init::verify::{self, Covers, Fingerprint};
-use isoroot_init::{scan, superblock};
+use isoroot_fs::extents::{self, Covers, Extent, Fingerprint};
+use isoroot_fs::location::{Location, Source};
+use isoroot_fs::{filemap, superblock, ReadAt};
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -219,15 +218,15 @@ fn by_scan(dev: &Path, path: &str) -> Result<Placed> {
     let kind = superblock::probe(&d)?
         .map(|f| f.kind)
         .with_context(|| format!("no filesystem on {}", dev.display()))?;
-    let map = scan::map(&d, kind, path).map_err(|e| anyhow::anyhow!("{}: {e}", dev.display()))?;
+    let map = filemap::map(&d, kind, path).map_err(|e| anyhow::anyhow!("{}: {e}", dev.display()))?;
     if map.size == 0 || map.size % 512 != 0 {
         bail!("{path} on {} is not a file whose size is a whole number of 512-byte sectors", dev.display());
     }
     let mut runs = Vec::new();
     for r in &map.runs {
         match *r {
-            scan::Run::Data { offset, len } => runs.push((offset, len)),
-            scan::Run::Zero { .. } => bail!(
+            filemap::Run::Data { offset, len } => runs.push((offset, len)),
+            filemap::Run::Zero { .. } => bail!(
                 "{path} is sparse: a hole has no sectors to map; rewrite it densely (cp --sparse=never)"
             ),
         }
@@ -240,13 +239,9 @@ fn by_scan(dev: &Path, path: &str) -> Result<Placed> {
 
 /// The fingerprint that samples every extent: the boot checks it wherever it cannot read
 /// the filesystem's allocation to prove that the sectors are still the file's.
-fn fingerprint(
-    file: &(impl superblock::ReadAt + ?Sized),
-    len: u64,
-    runs: &[(u64, u64)],
-) -> Result<Fingerprint> {
+fn fingerprint(file: &(impl ReadAt + ?Sized), len: u64, runs: &[(u64, u64)]) -> Result<Fingerprint> {
     let lens: Vec<u64> = runs.iter().map(|&(_, l)| l).collect();
-    Ok(verify::fingerprint(file, len, Covers::Extents, &lens)?)
+    Ok(extents::fingerprint(file, len, Covers::Extents, &lens)?)
 }
 
 fn uuid_of(dev: &Path) -> Result<String> {
@@ -263,7 +258,7 @@ struct Through<'a> {
     runs: &'a [(u64, u64)],
 }
 
-impl superblock::ReadAt for Through<'_> {
+impl ReadAt for Through<'_> {
     fn read_at(&self, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<()> {
         let mut start = 0u64;
         for &(at, len) in self.runs {
@@ -272,7 +267,7 @@ impl superblock::ReadAt for Through<'_> {
             }
             if offset < start + len {
                 let n = (start + len - offset).min(buf.len() as u64) as usize;
-                self.dev.read_exact_at(&mut buf[..n], at + (offset - start))?;
+                self.dev.read_at(at + (offset - start), &mut buf[..n])?;
                 buf = &mut buf[n..];
                 offset += n as u64;
             }
@@ -300,7 +295,7 @@ fn keys(placed: &Placed, name: &str) -> Result<[(&'static str, String); 3]> {
         .collect::<Result<_>>()?;
     Ok([
         ("iso", placed.loc.to_string()),
-        ("iso.extents", format_extents(&extents)),
+        ("iso.extents", extents::format(&extents)),
         ("iso.fingerprint", placed.fingerprint.to_string()),
     ])
 }

@@ -3,7 +3,7 @@
 use crate::cpio::Archive;
 use crate::kmods;
 use anyhow::{bail, Context, Result};
-use isoroot_init::modules::LOAD_LIST;
+use isoroot_profiles::layout::{MODULE_LIST, PROFILE_DIR};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,7 +66,7 @@ fn add_modules(a: &mut Archive, o: &Options) -> Result<()> {
     a.file(&format!("{base}/modules.builtin"), builtin, 0o644);
     let mut load = set.load.join("\n");
     load.push('\n');
-    a.file(LOAD_LIST.trim_start_matches('/'), load.into_bytes(), 0o644);
+    a.file(MODULE_LIST.trim_start_matches('/'), load.into_bytes(), 0o644);
     eprintln!("isoroot: {} modules for {}, {} loaded at every boot", set.files.len(), o.kver, set.load.len());
     Ok(())
 }
@@ -90,7 +90,7 @@ fn add_shell(a: &mut Archive, busybox: &Path) -> Result<()> {
 
 pub fn build(o: &Options) -> Result<()> {
     let mut a = Archive::default();
-    for d in ["dev", "proc", "sys", "run", "newroot", "etc/isoroot/profiles"] {
+    for d in ["dev", "proc", "sys", "run", "newroot", PROFILE_DIR.trim_start_matches('/')] {
         a.dir(d);
     }
     a.char_dev("dev/console", 5, 1, 0o600);
@@ -99,14 +99,18 @@ pub fn build(o: &Options) -> Result<()> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let p = isoroot_profiles::from_yaml(&text).with_context(|| format!("profile {}", path.display()))?;
         let compact = isoroot_profiles::to_compact(std::slice::from_ref(&p));
-        a.file(&format!("etc/isoroot/profiles/{}.profile", p.name), compact.into_bytes(), 0o644);
+        a.file(
+            &format!("{}/{}.profile", PROFILE_DIR.trim_start_matches('/'), p.name),
+            compact.into_bytes(),
+            0o644,
+        );
     }
     if o.no_modules {
         // Appended to a distro's initrd, whose module tree and modules.dep the init uses:
         // only the names to load at every boot. The distro's /init and /etc/initrd-release
         // stay as they are; boot entries use rdinit=/isoroot/init.
         let load: String = kmods::ALWAYS.iter().map(|m| format!("{m}\n")).collect();
-        a.file(LOAD_LIST.trim_start_matches('/'), load.into_bytes(), 0o644);
+        a.file(MODULE_LIST.trim_start_matches('/'), load.into_bytes(), 0o644);
     } else {
         a.symlink("init", "isoroot/init");
         a.file(

@@ -2,9 +2,10 @@
 //! without privileges: its layout and label, the profile that matches, the distro and kernel
 //! inside the root image, and where the ISO keeps its own kernel and initrd.
 
-use crate::isofs::{IsoFs, Names, Source};
-use crate::squashfs::{Squashfs, Window};
 use anyhow::{Context, Result};
+use isoroot_fs::iso9660::{IsoFs, Names};
+use isoroot_fs::squashfs::Squashfs;
+use isoroot_fs::{ReadAt, Window};
 use isoroot_profiles::{glob_match, Lookup, Match, Profile};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -37,14 +38,17 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-impl<S: Source + ?Sized> Lookup for IsoFs<'_, S> {
+/// An ISO as the profiles' rules ask about it.
+struct Files<'a, 'f, S: ReadAt + ?Sized>(&'a IsoFs<'f, S>);
+
+impl<S: ReadAt + ?Sized> Lookup for Files<'_, '_, S> {
     fn exists(&self, path: &str) -> bool {
-        self.lookup(path).is_ok_and(|n| n.is_some())
+        self.0.lookup(path).is_ok_and(|n| n.is_some())
     }
     fn list(&self, dir: &str) -> Vec<String> {
-        match self.lookup(dir) {
+        match self.0.lookup(dir) {
             Ok(Some(d)) if d.dir => {
-                self.read_dir(&d).map(|v| v.into_iter().map(|n| n.name).collect()).unwrap_or_default()
+                self.0.read_dir(&d).map(|v| v.into_iter().map(|n| n.name).collect()).unwrap_or_default()
             }
             _ => Vec::new(),
         }
@@ -58,7 +62,7 @@ impl<S: Source + ?Sized> Lookup for IsoFs<'_, S> {
         None
     }
     fn label(&self) -> Option<String> {
-        Some(self.label.clone())
+        Some(self.0.label.clone())
     }
 }
 
@@ -91,7 +95,7 @@ fn os_release(text: &str, key: &str) -> Option<String> {
 }
 
 /// Reads os-release and the module directories from the root images, top layer first.
-fn read_root<S: Source + ?Sized>(
+fn read_root<S: ReadAt + ?Sized>(
     iso: &IsoFs<'_, S>,
     src: &S,
     profile: &Profile,
@@ -108,12 +112,12 @@ fn read_root<S: Source + ?Sized>(
             r.notes.push(format!("{layer}: spread over several extents, not inspected"));
             continue;
         }
-        let window = Window { src, offset };
+        let window = Window { dev: src, offset };
         let fs = match Squashfs::open(&window) {
             Ok(fs) => fs,
             Err(e) => {
                 let mut magic = [0u8; 4];
-                let erofs = window.read_at(&mut magic, 1024).is_ok() && magic == 0xE0F5_E1E2u32.to_le_bytes();
+                let erofs = window.read_at(1024, &mut magic).is_ok() && magic == 0xE0F5_E1E2u32.to_le_bytes();
                 if r.root_format.is_none() {
                     r.root_format = Some(if erofs { "erofs" } else { "unknown" }.into());
                 }
@@ -162,7 +166,7 @@ pub fn inspect(path: &Path, profiles: &[Profile]) -> Result<Report> {
         r.notes
             .push("no Rock Ridge or Joliet names: plain ISO 9660 names, compared case-insensitively".into());
     }
-    let found = isoroot_profiles::find(profiles, &iso).map_err(|e| anyhow::anyhow!(e))?;
+    let found = isoroot_profiles::find(profiles, &Files(&iso)).map_err(|e| anyhow::anyhow!(e))?;
     let (profile, layers) = match found {
         Match::Found(p, layers) => (p, layers),
         Match::Unsupported(p) => {
@@ -178,8 +182,8 @@ pub fn inspect(path: &Path, profiles: &[Profile]) -> Result<Report> {
     r.description = Some(profile.description.clone());
     r.strategy = Some(profile.strategy.name());
     r.cmdline = Some(profile.cmdline.clone()).filter(|c| !c.is_empty());
-    r.kernel = matching(&iso, &profile.kernel);
-    r.initrd = matching(&iso, &profile.initrd);
+    r.kernel = matching(&Files(&iso), &profile.kernel);
+    r.initrd = matching(&Files(&iso), &profile.initrd);
     read_root(&iso, &file, profile, &layers, &mut r);
     r.root_images = layers;
     Ok(r)
@@ -219,7 +223,7 @@ impl Report {
 
 /// The built-in profiles, overridden or extended by YAML files.
 pub fn profiles(extra: &[PathBuf]) -> Result<Vec<Profile>> {
-    let mut all = isoroot_init::profile::builtin();
+    let mut all = isoroot_profiles::builtin().map_err(anyhow::Error::msg)?;
     for path in extra {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         all.push(isoroot_profiles::from_yaml(&text).with_context(|| format!("profile {}", path.display()))?);

@@ -4,11 +4,8 @@ mod cpio;
 mod extents;
 mod initramfs;
 mod inspect;
-mod isofs;
 mod kmods;
 mod menu;
-mod pathwalk;
-mod squashfs;
 mod verify;
 
 use anyhow::{anyhow, Context, Result};

@@ -6,9 +6,10 @@
 
 use crate::extents;
 use crate::inspect::{self, Report};
-use crate::isofs::IsoFs;
 use anyhow::{bail, Context, Result};
-use isoroot_init::cmdline::Location;
+use isoroot_fs::extents::hex;
+use isoroot_fs::iso9660::IsoFs;
+use isoroot_fs::location::{Location, Source};
 use isoroot_profiles::Profile;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
@@ -67,7 +68,7 @@ fn sha256_hex(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
-    Ok(isoroot_init::verify::hex(&h.finalize()))
+    Ok(hex(&h.finalize()))
 }
 
 /// `init=` from the ISO's own boot configuration (NixOS names its generation there).
@@ -144,7 +145,7 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     if loc.path.chars().any(char::is_control) {
         bail!("its path holds a control character, which no boot entry can carry: rename it");
     }
-    let Some(isoroot_init::cmdline::Source::Uuid(uuid)) = loc.source.clone() else {
+    let Some(Source::Uuid(uuid)) = loc.source.clone() else {
         bail!("{}: no filesystem UUID", file.display());
     };
     let f = std::fs::File::open(file)?;
@@ -233,7 +234,7 @@ pub fn grub(o: &Options, g: &Grub) -> Result<String> {
     }
     s.push_str("insmod part_msdos\ninsmod part_gpt\ninsmod ext2\ninsmod fat\ninsmod exfat\ninsmod ntfs\ninsmod iso9660\ninsmod loopback\n");
     let addon_uuid = match &addon.source {
-        Some(isoroot_init::cmdline::Source::Uuid(u)) => u.clone(),
+        Some(Source::Uuid(u)) => u.clone(),
         _ => bail!("{}: no filesystem UUID", o.addon.display()),
     };
     for iso in isos(o)? {
@@ -305,7 +306,7 @@ pub fn bls(o: &Options, esp: &Path) -> Result<Vec<PathBuf>> {
         let copy = |path: &str| -> Result<String> {
             let node = fs.lookup(path)?.with_context(|| format!("{path} in {}", iso.file.display()))?;
             let bytes = fs.read_file(&node, MAX_BOOT_FILE)?;
-            let name = format!("{}.{}", &isoroot_init::verify::hex(&Sha256::digest(&bytes))[..16], node.name);
+            let name = format!("{}.{}", &hex(&Sha256::digest(&bytes))[..16], node.name);
             let target = dir.join(&name);
             if !target.exists() {
                 std::fs::write(&target, &bytes).with_context(|| format!("writing {}", target.display()))?;

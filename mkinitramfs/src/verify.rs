@@ -24,7 +24,7 @@ fn sha256_of(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
-    Ok(isoroot_init::verify::hex(&h.finalize()))
+    Ok(isoroot_fs::extents::hex(&h.finalize()))
 }
 
 /// The hash a sums file gives for `name`, and every name it lists (for the message).

@@ -15,6 +15,25 @@ pub use layers::{chain, find, glob_match, Lookup, Match};
 #[cfg(feature = "yaml")]
 pub use yaml::from_yaml;
 
+/// Where the host tool puts, and the init finds, what isoroot adds to an initramfs.
+pub mod layout {
+    /// `*.profile` files in the compact form, overriding or adding to the built-in profiles.
+    pub const PROFILE_DIR: &str = "/etc/isoroot/profiles";
+    /// Kernel modules the init loads at every boot, one name per line.
+    pub const MODULE_LIST: &str = "/etc/isoroot/modules.load";
+}
+
+/// The profiles in this crate's folder: (file name, YAML).
+#[cfg(feature = "yaml")]
+const BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
+
+/// The built-in profiles, read from the YAML files built into this crate; an invalid one
+/// is named with its file.
+#[cfg(feature = "yaml")]
+pub fn builtin() -> Result<Vec<Profile>, String> {
+    BUILTIN.iter().map(|(file, text)| from_yaml(text).map_err(|e| format!("profiles/{file}: {e}"))).collect()
+}
+
 /// One distro family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {

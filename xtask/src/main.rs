@@ -94,11 +94,29 @@ fn deps() -> Result<()> {
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
+    let mut install: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
+    if missing.contains(&"qemu-system-x86") {
+        // A machine image may carry a newer qemu-utils (from backports) than Debian 12's
+        // qemu-system-x86 can sit beside (it breaks qemu-system-common < 8): take the one
+        // of the same version, even if that is a downgrade.
+        install.retain(|p| p != "qemu-utils");
+        install.push(format!("qemu-utils={}", candidate("qemu-system-x86")?));
+    }
     run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
+        .args(["install", "-y", "-q", "--no-install-recommends", "--allow-downgrades"])
+        .args(&install)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     Ok(())
+}
+
+/// The version apt would install of `pkg`.
+fn candidate(pkg: &str) -> Result<String> {
+    let out = Command::new("apt-cache").args(["show", "--no-all-versions", pkg]).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .map(str::to_string)
+        .with_context(|| format!("apt-cache knows no version of {pkg}"))
 }
 
 fn is_root() -> bool {
@@ -187,7 +205,7 @@ const FUZZ_TARGETS: &[(&str, usize)] = &[
     ("nbd_handshake", 4096),
     ("superblock", 1 << 20),
     ("iso9660", 1 << 20),
-    ("scan", 1 << 20),
+    ("filemap", 1 << 20),
 ];
 
 /// What `cargo fuzz` passes rustc, without a sanitizer (that needs a nightly toolchain):

@@ -3,15 +3,17 @@
 //! HTTP/1.1 GET with `Content-Length` (the size must be known before RAM is spent) and up
 //! to five redirects; TLS by rustls with the Mozilla roots of webpki-roots, no OpenSSL.
 
+use super::dns;
+use super::link::Net;
 use super::url::{Scheme, Url};
-use super::{dns, Net};
 use crate::attach::Attached;
-use crate::blockdev::human_size;
 use crate::cmdline::Cmdline;
 use crate::loopdev::Window;
 use crate::mount::{Linux, Sys};
-use crate::{iso9660, toram, verify};
+use crate::{toram, verify};
 use anyhow::{anyhow, bail, Context, Result};
+use isoroot_fs::human_size;
+use isoroot_fs::iso9660;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -198,7 +200,7 @@ pub fn to_ram(sys: &mut Linux, c: &Cmdline, url: &Url, net: &Net) -> Result<Atta
         bail!("{url} came without a Content-Length (Transfer-Encoding: chunked): isoroot needs the size before it spends RAM");
     }
     let len = r.head.content_length().map_err(|why| anyhow!("{url}: {why}"))?;
-    let free = toram::free_ram()?;
+    let free = crate::meminfo::free_ram()?;
     if len.saturating_add(toram::MARGIN) > free {
         bail!(
             "{name} is {} and {} of RAM is free; the system needs {} more to run: use a machine with more RAM, \

@@ -4,11 +4,12 @@
 //! NBD_DO_IT blocks for as long as the device lives, so a child process makes that call and
 //! stays behind when PID 1 execs the new root's init; when the server goes away, it says so.
 
+use super::dns;
+use super::link::Net;
 use super::url::Url;
-use super::{dns, Net};
 use crate::attach::{self, Attached};
 use crate::cmdline::Cmdline;
-use crate::locate::Hardware;
+use crate::devices::Hardware;
 use anyhow::{bail, Context, Result};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -2,30 +2,8 @@
 //! udev or blkid in the initramfs. Each reader checks a magic number, then reads the UUID
 //! and the label where the filesystem keeps them.
 
+use crate::{le16, le32, le64, read_vec, ReadAt};
 use std::io;
-
-/// Random access to a device or an image.
-pub trait ReadAt {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-}
-
-impl ReadAt for std::fs::File {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
-    }
-}
-
-impl ReadAt for [u8] {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.get(start..end))
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsKind {
@@ -71,17 +49,6 @@ impl FsInfo {
     }
 }
 
-// Little-endian fields of on-disk structures; shared with the allocation readers in scan/.
-pub(crate) fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-pub(crate) fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-pub(crate) fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
-
 /// A fixed-size label field: trailing NULs and spaces go; empty means no label.
 fn label(bytes: &[u8]) -> Option<String> {
     let s = String::from_utf8_lossy(bytes);
@@ -92,12 +59,6 @@ fn label(bytes: &[u8]) -> Option<String> {
 fn utf16_label(bytes: &[u8]) -> Option<String> {
     let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
     label(String::from_utf16_lossy(&units).as_bytes())
-}
-
-fn read(dev: &(impl ReadAt + ?Sized), offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0; len];
-    dev.read_at(offset, &mut buf)?;
-    Ok(buf)
 }
 
 /// Identifies the filesystem on `dev`; `Ok(None)` when none is recognised.
@@ -126,7 +87,7 @@ pub fn probe(dev: &(impl ReadAt + ?Sized)) -> io::Result<Option<FsInfo>> {
     }
     // An ISO may also carry an MBR and even a FAT boot record (hybrid images): check it
     // before FAT.
-    if let Ok(pvd) = read(dev, 0x8000, 2048) {
+    if let Ok(pvd) = read_vec(dev, 0x8000, 2048) {
         if &pvd[1..6] == b"CD001" {
             return Ok(Some(iso9660(&pvd)));
         }
@@ -185,7 +146,7 @@ fn fat(dev: &(impl ReadAt + ?Sized), bs: &[u8]) -> io::Result<FsInfo> {
         (reserved + fats * u64::from(le16(bs, 0x16)), u64::from(le16(bs, 0x11)) * 32)
     };
     let len = root_len.min(64 * 1024) as usize;
-    let dir_label = read(dev, root_sector * sector, len).ok().and_then(|dir| {
+    let dir_label = read_vec(dev, root_sector * sector, len).ok().and_then(|dir| {
         dir.chunks_exact(32)
             .take_while(|e| e[0] != 0)
             .find(|e| e[0] != 0xE5 && e[11] & 0x3F == 0x08)
@@ -201,7 +162,7 @@ fn exfat(dev: &(impl ReadAt + ?Sized), bs: &[u8]) -> io::Result<FsInfo> {
     let heap = u64::from(le32(bs, 0x58)) << sector_shift;
     let root = u64::from(le32(bs, 0x60)).saturating_sub(2) << cluster_shift;
     let len = (1usize << cluster_shift).min(64 * 1024);
-    let label = read(dev, heap.saturating_add(root), len).ok().and_then(|dir| {
+    let label = read_vec(dev, heap.saturating_add(root), len).ok().and_then(|dir| {
         dir.chunks_exact(32)
             .take_while(|e| e[0] != 0)
             .find(|e| e[0] == 0x83)
@@ -221,7 +182,7 @@ fn ntfs(dev: &(impl ReadAt + ?Sized), bs: &[u8]) -> io::Result<FsInfo> {
         u64::from(per_record as u8) * cluster
     };
     let mft = le64(bs, 0x30).saturating_mul(cluster);
-    let label = read(dev, mft.saturating_add(3 * record_len), record_len.min(4096) as usize)
+    let label = read_vec(dev, mft.saturating_add(3 * record_len), record_len.min(4096) as usize)
         .ok()
         .and_then(|mut rec| ntfs_volume_name(&mut rec));
     Ok(FsInfo::new(FsKind::Ntfs, uuid, label))

@@ -1,8 +1,9 @@
 //! FAT12/16/32 and exFAT: boot sector, FAT chains (or exFAT's contiguous "NoFatChain"
 //! files), directories with long names. Names compare without regard to case.
 
-use super::{components, corrupt, same_name, FileMap, Run, ScanError};
-use crate::superblock::{le16, le32, le64, FsKind, ReadAt};
+use super::{corrupt, find, same_name, FileMap, Lookup, Run, ScanError};
+use crate::superblock::FsKind;
+use crate::{le16, le32, le64, ReadAt};
 use std::collections::HashMap;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -376,48 +377,33 @@ fn exfat_entries(raw: &[u8]) -> Vec<Entry> {
 
 pub fn map(dev: &(impl ReadAt + ?Sized), kind: FsKind, path: &str) -> Result<FileMap, ScanError> {
     let mut fs = Fs::open(dev, kind == FsKind::Exfat)?;
-    let parts: Vec<&str> = components(path).collect();
-    let mut dir: Option<Entry> = None;
-    for (i, part) in parts.iter().enumerate() {
+    // The root directory is `None`: it has no entry of its own.
+    let file = find(path, None, |dir: &Option<Entry>, name| {
         let entries = fs.entries(dir.as_ref())?;
-        let Some(found) = entries.into_iter().find(|e| same_name(&e.name, part)) else {
-            let mut names: Vec<String> = fs
-                .entries(dir.as_ref())?
-                .into_iter()
-                .filter(|e| e.name != "." && e.name != "..")
-                .map(|e| if e.dir { format!("{}/", e.name) } else { e.name })
-                .collect();
-            names.sort();
-            return Err(ScanError::NotFound {
-                path: path.into(),
-                dir: format!("/{}", parts[..i].join("/")),
-                names,
-            });
-        };
-        if i + 1 == parts.len() {
-            if found.dir {
-                return Err(ScanError::NotAFile(path.into()));
-            }
-            if found.valid != found.size {
-                // Its clusters past the valid length are not the zeros the file reads as there.
-                return Err(ScanError::Unsupported(format!(
-                    "{path} has {} valid bytes of its {} (preallocated, not all written): the rest reads \
-                     as zeros, not as what its clusters hold",
-                    found.valid, found.size
-                )));
-            }
-            return fs.runs(found.start, found.size);
-        }
-        if !found.dir {
-            return Err(ScanError::NotFound {
-                path: path.into(),
-                dir: format!("/{}", parts[..i].join("/")),
-                names: vec![],
-            });
-        }
-        dir = Some(found);
+        let (found, others): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| same_name(&e.name, name));
+        Ok(match found.into_iter().next() {
+            Some(e) if e.dir => Lookup::Dir(Some(e)),
+            Some(e) => Lookup::File(Some(e)),
+            None => Lookup::Missing(
+                others
+                    .into_iter()
+                    .filter(|e| e.name != "." && e.name != "..")
+                    .map(|e| if e.dir { format!("{}/", e.name) } else { e.name })
+                    .collect(),
+            ),
+        })
+    })?;
+    let file = file.expect("a file has an entry");
+    if file.valid != file.size {
+        // Its clusters past the valid length are not the zeros the file reads as there.
+        return Err(ScanError::Unsupported(format!(
+            "{path} has {} valid bytes of its {} (preallocated, not all written): the rest reads \
+             as zeros, not as what its clusters hold",
+            file.valid, file.size
+        )));
     }
-    Err(ScanError::NotAFile(path.into()))
+    fs.runs(file.start, file.size)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Step 5 (b): where a file lies on its device, read from the filesystem's own allocation
-//! structures in user space, without mounting it: ext4 extent trees, FAT cluster chains
+//! Where a file lies on its device, read from the filesystem's own allocation structures
+//! in user space, without mounting it: ext4 extent trees, FAT cluster chains
 //! and exFAT's (including contiguous "NoFatChain" files), NTFS runlists. The result becomes a dm-linear
 //! table, so the host filesystem is never mounted and never written.
 
@@ -7,7 +7,9 @@ mod ext4;
 mod fat;
 mod ntfs;
 
-use crate::superblock::{FsKind, ReadAt};
+use crate::pathwalk::{TooManyLinks, Walk};
+use crate::superblock::FsKind;
+use crate::ReadAt;
 use std::fmt;
 
 /// A run of the file: `len` bytes at `offset` on the device, or a hole that reads as zeros.
@@ -104,13 +106,19 @@ impl fmt::Display for ScanError {
         match self {
             ScanError::Unclean(why) => write!(f, "the filesystem is not clean: {why}"),
             ScanError::NotFound { path, dir, names } => {
-                write!(f, "no file {path}\n{dir} on it holds: {}", crate::paths::sample(names))
+                write!(f, "no file {path}\n{dir} on it holds: {}", crate::pathwalk::sample(names))
             }
             ScanError::NotAFile(p) => write!(f, "{p} is a directory, not an ISO file"),
             ScanError::Unsupported(why) => write!(f, "{why}"),
             ScanError::Corrupt(why) => write!(f, "inconsistent filesystem structures: {why}"),
             ScanError::Io(e) => write!(f, "reading the device: {e}"),
         }
+    }
+}
+
+impl From<TooManyLinks> for ScanError {
+    fn from(e: TooManyLinks) -> Self {
+        ScanError::Unsupported(e.to_string())
     }
 }
 
@@ -157,9 +165,41 @@ fn same_name(a: &str, b: &str) -> bool {
     a.chars().flat_map(char::to_uppercase).eq(b.chars().flat_map(char::to_uppercase))
 }
 
-/// Path components, for readers that walk directories.
-fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
-    path.split('/').filter(|c| !c.is_empty())
+/// A name looked up in a directory by one of the readers.
+enum Lookup<N> {
+    Dir(N),
+    File(N),
+    Link(String),
+    /// Neither file, directory nor link (a device node, a socket).
+    Other,
+    /// Not there: what the directory holds instead.
+    Missing(Vec<String>),
+}
+
+/// The regular file at `path`, walked from `root` with `lookup`; missing names say what the
+/// directory held instead.
+fn find<N>(
+    path: &str,
+    root: N,
+    mut lookup: impl FnMut(&N, &str) -> Result<Lookup<N>, ScanError>,
+) -> Result<N, ScanError> {
+    let mut walk = Walk::new(path, root);
+    while let Some(name) = walk.next_name() {
+        let not_found = |walk: &Walk<N>, mut names: Vec<String>| {
+            names.sort();
+            names.dedup();
+            ScanError::NotFound { path: path.into(), dir: walk.dir_path(), names }
+        };
+        match lookup(walk.dir(), &name)? {
+            Lookup::Missing(names) => return Err(not_found(&walk, names)),
+            Lookup::Link(target) => walk.follow(&target)?,
+            Lookup::File(n) if walk.at_last() => return Ok(n),
+            Lookup::Dir(_) | Lookup::Other if walk.at_last() => break,
+            Lookup::Dir(n) => walk.enter(name, n),
+            Lookup::File(_) | Lookup::Other => return Err(not_found(&walk, Vec::new())),
+        }
+    }
+    Err(ScanError::NotAFile(path.into()))
 }
 
 #[cfg(test)]
@@ -202,11 +242,11 @@ mod tests {
         assert_eq!(map(vec![Run::Data { offset: 0, len: 8704 }, a]).shared_byte(), Some(8192));
     }
 
-    /// Every input the `scan` fuzz target crashed on (kept in its corpus) is an error now,
+    /// Every input the `filemap` fuzz target crashed on (kept in its corpus) is an error now,
     /// not a panic; the first byte picks the reader, as in the target.
     #[test]
     fn fuzz_crashers_are_errors() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/scan");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/filemap");
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

@@ -1,8 +1,9 @@
 //! ext4 (and ext2/3 made with extents): superblock, group descriptors, inodes, extent trees,
 //! directory blocks. Read-only and just enough to map one file.
 
-use super::{components, corrupt, FileMap, Run, ScanError};
-use crate::superblock::{le16, le32, ReadAt, EXT4_INCOMPAT_64BIT, EXT4_INCOMPAT_RECOVER};
+use super::{corrupt, find, FileMap, Lookup, Run, ScanError};
+use crate::superblock::{EXT4_INCOMPAT_64BIT, EXT4_INCOMPAT_RECOVER};
+use crate::{le16, le32, ReadAt};
 
 const ROOT_INODE: u32 = 2;
 const EXTENTS_FL: u32 = 0x8_0000;
@@ -15,7 +16,6 @@ const INLINE_DATA_FL: u32 = 0x1000_0000;
 const INCOMPAT_FOLLOWED: u32 = 0x2 | 0x4 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x2000 | 0x4000 | 0x8000;
 const STATE_VALID: u16 = 0x1;
 const STATE_ERRORS: u16 = 0x2;
-const MAX_LINKS: usize = 40;
 /// More extents than a 64 TiB file of 32 MiB extents: only a crafted tree has them.
 const MAX_EXTENTS: usize = 1 << 21;
 /// More index and leaf blocks than MAX_EXTENTS fill (340 a block): a crafted tree whose
@@ -264,74 +264,34 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
 
 pub fn map(dev: &(impl ReadAt + ?Sized), path: &str) -> Result<FileMap, ScanError> {
     let fs = Fs::open(dev)?;
-    let mut todo: Vec<String> = components(path).rev().map(String::from).collect();
-    let mut stack: Vec<u32> = vec![ROOT_INODE];
-    let mut walked: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(name) = todo.pop() {
-        let dir_no = *stack.last().unwrap();
-        match name.as_str() {
-            "." => continue,
-            ".." => {
-                if stack.len() > 1 {
-                    stack.pop();
-                    walked.pop();
-                }
-                continue;
-            }
-            _ => {}
-        }
-        let dir = fs.inode(dir_no)?;
-        let entries = fs.entries(&dir)?;
+    let file = find(path, ROOT_INODE, |&dir, name| {
+        let entries = fs.entries(&fs.inode(dir)?)?;
         let Some(&(_, n)) = entries.iter().find(|(e, _)| e == name.as_bytes()) else {
-            let mut names: Vec<String> = entries
-                .iter()
-                .map(|(e, _)| String::from_utf8_lossy(e).into_owned())
-                .filter(|e| e != "." && e != "..")
-                .collect();
-            names.sort();
-            return Err(ScanError::NotFound {
-                path: path.into(),
-                dir: format!("/{}", walked.join("/")),
-                names,
-            });
+            return Ok(Lookup::Missing(
+                entries
+                    .iter()
+                    .map(|(e, _)| String::from_utf8_lossy(e).into_owned())
+                    .filter(|e| e != "." && e != "..")
+                    .collect(),
+            ));
         };
         let inode = fs.inode(n)?;
-        if inode.is_symlink() {
-            links += 1;
-            if links > MAX_LINKS {
-                return Err(ScanError::Unsupported(format!("{path}: too many levels of symbolic links")));
-            }
+        Ok(if inode.is_symlink() {
             let target = if inode.size < 60 && inode.flags & EXTENTS_FL == 0 {
                 inode.i_block[..inode.size as usize].to_vec()
             } else {
                 fs.contents(&inode)?
             };
-            let target = String::from_utf8_lossy(&target).into_owned();
-            if target.starts_with('/') {
-                stack.truncate(1);
-                walked.clear();
-            }
-            todo.extend(components(&target).rev().map(String::from));
-            continue;
-        }
-        if todo.is_empty() {
-            if inode.is_dir() || !inode.is_file() {
-                return Err(ScanError::NotAFile(path.into()));
-            }
-            return fs.file_map(&inode);
-        }
-        if !inode.is_dir() {
-            return Err(ScanError::NotFound {
-                path: path.into(),
-                dir: format!("/{}", walked.join("/")),
-                names: vec![],
-            });
-        }
-        stack.push(n);
-        walked.push(name);
-    }
-    Err(ScanError::NotAFile(path.into()))
+            Lookup::Link(String::from_utf8_lossy(&target).into_owned())
+        } else if inode.is_dir() {
+            Lookup::Dir(n)
+        } else if inode.is_file() {
+            Lookup::File(n)
+        } else {
+            Lookup::Other
+        })
+    })?;
+    fs.file_map(&fs.inode(file)?)
 }
 
 #[cfg(test)]

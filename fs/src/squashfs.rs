@@ -3,8 +3,8 @@
 //! read `/etc/os-release` and list `/lib/modules`. (squashfs-ng opens a path and maps the
 //! whole file, so it would need the root image copied out of the ISO first.)
 
-use crate::isofs::{read_vec, Source};
 use crate::pathwalk::{self, Next};
+use crate::{read_vec, ReadAt};
 use anyhow::{anyhow, bail, Context, Result};
 
 const MAGIC: &[u8; 4] = b"hsqs";
@@ -12,18 +12,6 @@ const META: usize = 8192;
 /// Bounds that no real image reaches: a crafted one stops here.
 const MAX_FILE: u64 = 1 << 20;
 const MAX_META_BLOCKS: usize = 4096;
-
-/// A window of a [`Source`]: the root image at its offset in the ISO.
-pub struct Window<'a, S: Source + ?Sized> {
-    pub src: &'a S,
-    pub offset: u64,
-}
-
-impl<S: Source + ?Sized> Source for Window<'_, S> {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
-        self.src.read_at(buf, self.offset + pos)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Compressor {
@@ -100,7 +88,7 @@ enum Inode {
     Other,
 }
 
-pub struct Squashfs<'a, S: Source + ?Sized> {
+pub struct Squashfs<'a, S: ReadAt + ?Sized> {
     src: &'a S,
     comp: Compressor,
     block_size: u32,
@@ -110,7 +98,7 @@ pub struct Squashfs<'a, S: Source + ?Sized> {
     frag_table: u64,
 }
 
-impl<'a, S: Source + ?Sized> Squashfs<'a, S> {
+impl<'a, S: ReadAt + ?Sized> Squashfs<'a, S> {
     pub fn open(src: &'a S) -> Result<Self> {
         let sb = read_vec(src, 0, 96).context("reading the squashfs superblock")?;
         if &sb[0..4] != MAGIC {

@@ -3,8 +3,8 @@
 //! indexes ($I30), read linearly. A volume marked dirty or hibernated by Windows (Fast
 //! Startup) is refused: its on-disk structures are not the truth.
 
-use super::{components, corrupt, same_name, FileMap, Run, ScanError};
-use crate::superblock::{le16, le32, le64, ReadAt};
+use super::{corrupt, find, same_name, FileMap, Lookup, Run, ScanError};
+use crate::{le16, le32, le64, ReadAt};
 
 const ROOT: u64 = 5;
 const VOLUME: u64 = 3;
@@ -385,46 +385,17 @@ fn index_entries(h: &[u8], out: &mut Vec<(String, u64)>) {
 pub fn map(dev: &(impl ReadAt + ?Sized), path: &str) -> Result<FileMap, ScanError> {
     let fs = Fs::open(dev)?;
     fs.check_clean()?;
-    let parts: Vec<&str> = components(path).collect();
-    let mut dir = ROOT;
-    for (i, part) in parts.iter().enumerate() {
+    let file = find(path, ROOT, |&dir, name| {
         let entries = fs.entries(dir)?;
-        let mut hit = None;
-        for (name, rec) in &entries {
-            if same_name(name, part) && fs.named_in(*rec, dir, part)? {
-                hit = Some(*rec);
-                break;
+        for (n, rec) in &entries {
+            if same_name(n, name) && fs.named_in(*rec, dir, name)? {
+                let is_dir = le16(&fs.record(*rec)?, 0x16) & 2 != 0;
+                return Ok(if is_dir { Lookup::Dir(*rec) } else { Lookup::File(*rec) });
             }
         }
-        let Some(rec) = hit else {
-            let mut names: Vec<String> =
-                entries.into_iter().map(|(n, _)| n).filter(|n| !n.starts_with('$')).collect();
-            names.sort();
-            names.dedup();
-            return Err(ScanError::NotFound {
-                path: path.into(),
-                dir: format!("/{}", parts[..i].join("/")),
-                names,
-            });
-        };
-        let is_dir = le16(&fs.record(rec)?, 0x16) & 2 != 0;
-        if i + 1 < parts.len() {
-            if !is_dir {
-                return Err(ScanError::NotFound {
-                    path: path.into(),
-                    dir: format!("/{}", parts[..i].join("/")),
-                    names: vec![],
-                });
-            }
-            dir = rec;
-            continue;
-        }
-        if is_dir {
-            return Err(ScanError::NotAFile(path.into()));
-        }
-        return data_map(&fs, rec);
-    }
-    Err(ScanError::NotAFile(path.into()))
+        Ok(Lookup::Missing(entries.into_iter().map(|(n, _)| n).filter(|n| !n.starts_with('$')).collect()))
+    })?;
+    data_map(&fs, file)
 }
 
 /// The unnamed $DATA attribute's runs, in VCN order across the records it spans.
@@ -503,7 +474,7 @@ mod tests {
 
     #[test]
     fn a_resident_attribute_shorter_than_its_header_is_corrupt() {
-        // Found by `cargo fuzz run scan`: a 16-byte resident attribute, whose value
+        // Found by `cargo fuzz run filemap`: a 16-byte resident attribute, whose value
         // length and offset would lie past it.
         let mut rec = vec![0u8; 64];
         rec[0x14] = 0x18;

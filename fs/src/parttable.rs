@@ -1,7 +1,7 @@
 //! PARTUUID and PARTLABEL from the partition table: the kernel's uevent has only the
 //! partition number on the kernels isoroot boots (Debian 12's 6.1), and there is no udev.
 
-use crate::superblock::ReadAt;
+use crate::ReadAt;
 use std::io;
 
 #[derive(Debug, Default, PartialEq, Eq)]
