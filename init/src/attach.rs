@@ -1,5 +1,5 @@
-//! Step 5: make the ISO a block device, never mounting the filesystem that holds it when
-//! that can be avoided. In order:
+//! Attaching the ISO (docs/architecture.md, step 4): make it a block device, never
+//! mounting the filesystem that holds it when that can be avoided. In order:
 //! (a) extent hints (`iso.extents=` or `iso.map=`), used only when they are the file's
 //!     allocation now (or, on filesystems isoroot cannot read, their fingerprint samples
 //!     every extent), and checked by their fingerprint;
@@ -15,7 +15,7 @@ use crate::devices::Hardware;
 use crate::dm::{self, Target};
 use crate::locate;
 use crate::loopdev::Window;
-use crate::mount::{Linux, Sys};
+use crate::mount::Sys;
 use crate::verify;
 use anyhow::{anyhow, bail, Context, Result};
 use isoroot_fs::extents::{self, Covers, Extent, Fingerprint};
@@ -68,7 +68,7 @@ impl From<MapError> for anyhow::Error {
 
 /// Creates the dm device, runs `check` on it, and removes it again when the check fails.
 fn map_checked(
-    sys: &mut Linux,
+    sys: &mut dyn Sys,
     name: &str,
     targets: &[Target],
     check: impl FnOnce(&File) -> Result<IsoInfo>,
@@ -135,7 +135,7 @@ fn trust_hints(source: &BlockDev, path: &str, hints: &[Extent], print: &Fingerpr
 
 /// (a): maps the file by its extents once [`trust_hints`] says they are its own, and proves
 /// the mapping: fingerprint, then the ISO's own volume descriptor and size.
-fn by_hints(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
+fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
     let extents = c.extents.as_deref().unwrap_or_default();
     let Some(src) = &loc.source else {
         bail!("extent hints need a SOURCE in iso= (which device do the sectors belong to?)");
@@ -172,7 +172,7 @@ enum ScanFailure {
 }
 
 /// (b): reads the file's allocation from the filesystem on the device.
-fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached, ScanFailure> {
+fn by_scan(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached, ScanFailure> {
     use ScanFailure::{Final, TryLoop};
     let Some(src) = &loc.source else {
         return Err(TryLoop(anyhow!("without a SOURCE every filesystem is searched by mounting it")));
@@ -224,7 +224,7 @@ fn by_scan(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
 }
 
 /// (c): the file in the read-only mounted filesystem, on a read-only loop device.
-fn by_loop(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
+fn by_loop(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
     let found = locate::locate(sys, loc, c.timeout, hw)?;
     let name = loc.to_string();
     let file = File::open(&found.file).with_context(|| format!("opening {name}"))?;
@@ -241,7 +241,7 @@ fn by_loop(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> R
     })
 }
 
-pub fn attach(sys: &mut Linux, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
+pub fn attach(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
     match c.attach {
         Some(Attach::Loop) => return by_loop(sys, c, loc, hw),
         Some(Attach::Hints) => return by_hints(sys, c, loc, hw).context("iso.attach=hints"),

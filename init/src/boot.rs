@@ -1,9 +1,9 @@
-//! The boot flow of design.md, steps 2 to 8, as one function that either execs the new
+//! The boot flow (docs/architecture.md) as one function that either execs the new
 //! root's init or returns why it could not.
 
 use crate::attach::{self, Attached};
 use crate::blockdev::Devices;
-use crate::cmdline::{self, Cmdline, Mode};
+use crate::cmdline::{self, Cmdline, Iso, Mode};
 use crate::devices::Hardware;
 use crate::liveroot::{self, MountedIso, Upper, MEDIUM, NEWROOT};
 use crate::modules::Modules;
@@ -74,7 +74,7 @@ fn with_module_failures(e: anyhow::Error, modules: &Modules) -> anyhow::Error {
 
 /// The boot up to the new root: attach the ISO, pick the profile, mount the live root on
 /// `newroot` (or decide to hand off).
-fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
+fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> {
     timings::restart();
     let raw = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let mut cmdline = cmdline::parse(raw.trim_end())
@@ -91,7 +91,7 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     for note in &cmdline.notes {
         crate::info!("{note}");
     }
-    let Some(name) = cmdline.iso_name() else {
+    let Some(iso) = cmdline.iso.clone() else {
         bail!(
             "no ISO named on the kernel command line: expected iso=[SOURCE:]/PATH or iso=http(s)://… or \
              iso=nbd://… (or findiso=, iso-scan/filename=, img_dev=+img_loop=, isofrom_device=+isofrom_system=)\n\
@@ -107,14 +107,14 @@ fn assemble(sys: &mut Linux, newroot: &Path, role: Role) -> Result<Assembled> {
     // Filesystem and device-mapper modules load while the storage drivers find the disk.
     let loading = Some(modules.load_list_in_background(Path::new(MODULE_LIST)));
     let mut hw = Hardware { modules, devices: Devices::default(), loading };
-    let attached = match (&cmdline.remote, &cmdline.iso) {
-        (Some(url), _) => net::attach(sys, &cmdline, url, &mut hw),
-        (None, Some(loc)) => attach::attach(sys, &cmdline, loc, &mut hw),
-        (None, None) => unreachable!("iso_name() is Some"),
+    let name = iso.to_string();
+    let attached = match &iso {
+        Iso::Remote(url) => net::attach(sys, &cmdline, url, &mut hw),
+        Iso::File(loc) => attach::attach(sys, &cmdline, loc, &mut hw),
     };
     let mut attached = attached.map_err(|e| with_module_failures(e, &hw.modules))?;
     // An ISO from a web server is in RAM already; one from NBD or a disk is copied.
-    let in_ram = cmdline.remote.as_ref().is_some_and(|u| u.scheme != net::url::Scheme::Nbd);
+    let in_ram = matches!(&iso, Iso::Remote(u) if u.scheme != net::url::Scheme::Nbd);
     if cmdline.toram && !in_ram {
         attached = toram::copy(sys, attached, &name, cmdline.sha256.as_ref())?;
     }
@@ -178,7 +178,7 @@ fn write_timings() {
 }
 
 /// PID 1's boot: it ends in the live root's init or the distro's initrd, or returns why not.
-pub fn boot(sys: &mut Linux) -> Result<Infallible> {
+pub fn boot(sys: &mut dyn Sys) -> Result<Infallible> {
     let newroot = Path::new(NEWROOT);
     let (init, rescue) = match assemble(sys, newroot, Role::Pid1)? {
         Assembled::HandOff { attached, profile } => {
@@ -208,7 +208,11 @@ pub fn mount_only(newroot: &Path) -> Result<()> {
             crate::info!("the live root is on {}; dracut goes on to {init}", newroot.display());
             Ok(())
         }
-        Ok(Assembled::HandOff { .. }) => unreachable!("hands_off() is false for Role::Dracut"),
+        // hands_off() says no in dracut's initramfs, whose distro initrd is already running.
+        Ok(Assembled::HandOff { .. }) => {
+            sys.undo();
+            bail!("isoroot cannot hand off from inside dracut's initramfs")
+        }
         Err(e) => {
             sys.undo();
             Err(e)

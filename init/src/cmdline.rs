@@ -1,4 +1,4 @@
-//! The kernel command line: isoroot's keys (design.md), their compatibility spellings, and
+//! The kernel command line: isoroot's keys (README, "The kernel command line"), their compatibility spellings, and
 //! everything else kept for the profiles that read distro keys (`layerfs-path=`).
 
 use crate::net::url::{self, Scheme, Url};
@@ -19,11 +19,37 @@ pub enum Mode {
     Handoff,
 }
 
+/// Where the ISO is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Iso {
+    /// `iso=[SOURCE:]/PATH`: a file on a disk.
+    File(Location),
+    /// `iso=http://…`, `https://…` or `nbd://…`: on a server.
+    Remote(Url),
+}
+
+impl std::fmt::Display for Iso {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Iso::File(loc) => loc.fmt(f),
+            Iso::Remote(url) => url.fmt(f),
+        }
+    }
+}
+
+/// `iso.persist=` and the keys that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persist {
+    pub image: Location,
+    /// `iso.persist.extents=`: hints, which must agree with the filesystem's allocation.
+    pub extents: Option<Vec<Extent>>,
+    /// `iso.persist.uuid=`: the image's ext4 UUID, lower case.
+    pub uuid: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmdline {
-    pub iso: Option<Location>,
-    /// `iso=http://…`, `https://…` or `nbd://…` instead of a file on a disk.
-    pub remote: Option<Url>,
+    pub iso: Option<Iso>,
     /// `iso.insecure`: plain HTTP without `iso.sha256=`.
     pub insecure: bool,
     pub extents: Option<Vec<Extent>>,
@@ -32,9 +58,7 @@ pub struct Cmdline {
     pub sha256: Option<[u8; 32]>,
     pub profile: Option<String>,
     pub toram: bool,
-    pub persist: Option<Location>,
-    pub persist_extents: Option<Vec<Extent>>,
-    pub persist_uuid: Option<String>,
+    pub persist: Option<Persist>,
     pub overlay_size: Option<String>,
     pub timeout: Duration,
     pub attach: Option<Attach>,
@@ -120,6 +144,23 @@ pub(crate) fn bad(key: &str, expected: &str, found: &str) -> CmdlineError {
     CmdlineError::BadValue { key: key.into(), expected: expected.into(), found: found.into() }
 }
 
+fn persist_uuid(key: &str, v: &str) -> Result<String, CmdlineError> {
+    is_uuid_like(v).then(|| v.to_ascii_lowercase()).ok_or_else(|| bad(key, "an ext4 UUID", v))
+}
+
+/// `iso.persist=` with its extents and UUID, wherever on the line each came (last wins).
+fn persist(c: &Cmdline) -> Result<Option<Persist>, CmdlineError> {
+    let value = |key: &'static str| c.get(key).map(|v| (key, v));
+    let Some((key, v)) = value("iso.persist") else {
+        return Ok(None);
+    };
+    Ok(Some(Persist {
+        image: location(key, v)?,
+        extents: value("iso.persist.extents").map(|(k, v)| extents(k, v)).transpose()?,
+        uuid: value("iso.persist.uuid").map(|(k, v)| persist_uuid(k, v)).transpose()?,
+    }))
+}
+
 fn location(key: &str, v: &str) -> Result<Location, CmdlineError> {
     parse_location(v).ok_or_else(|| bad(key, LOCATION_EXPECTED, v))
 }
@@ -158,7 +199,7 @@ impl Cmdline {
 
     /// The ISO as the command line names it: a URL or `[SOURCE:]PATH`.
     pub fn iso_name(&self) -> Option<String> {
-        self.remote.as_ref().map(ToString::to_string).or_else(|| self.iso.as_ref().map(ToString::to_string))
+        self.iso.as_ref().map(ToString::to_string)
     }
 
     fn has(&self, key: &str) -> bool {
@@ -169,7 +210,6 @@ impl Cmdline {
 pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
     let mut c = Cmdline {
         iso: None,
-        remote: None,
         insecure: false,
         extents: None,
         map: None,
@@ -178,8 +218,6 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
         profile: None,
         toram: false,
         persist: None,
-        persist_extents: None,
-        persist_uuid: None,
         overlay_size: None,
         timeout: DEFAULT_TIMEOUT,
         attach: None,
@@ -213,10 +251,11 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
         }
         c.params.push((key, value));
     }
-    if c.iso.is_none() && c.remote.is_none() {
+    if c.iso.is_none() {
         apply_compat(&mut c)?;
     }
-    if let Some(u) = c.remote.as_ref().filter(|u| u.scheme == Scheme::Http) {
+    c.persist = persist(&c)?;
+    if let Some(Iso::Remote(u)) = c.iso.as_ref().filter(|i| matches!(i, Iso::Remote(u) if u.scheme == Scheme::Http)) {
         if c.sha256.is_none() && !c.insecure {
             return Err(bad(
                 "iso",
@@ -269,8 +308,9 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
             _ => flag(&mut c.rescue),
         };
     }
+    let unknown = || CmdlineError::UnknownKey { key: key.into(), known: KEYS.join(" ") };
     if !KEYS.contains(&key) {
-        return Err(CmdlineError::UnknownKey { key: key.into(), known: KEYS.join(" ") });
+        return Err(unknown());
     }
     let v = value.ok_or_else(|| bad(key, "a value (key=value)", ""))?;
     match key {
@@ -278,15 +318,14 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
         "iso" if url::is_remote(v) => {
             let expected = "http://HOST[:PORT]/PATH, https://… or nbd://HOST[:PORT]/EXPORT with HOST a \
                             name or an IPv4 address";
-            c.remote = Some(Url::parse(v).ok_or_else(|| bad(key, expected, v))?);
-            c.iso = None;
+            c.iso = Some(Iso::Remote(Url::parse(v).ok_or_else(|| bad(key, expected, v))?));
         }
-        "iso" => {
-            c.iso = Some(location(key, v)?);
-            c.remote = None;
-        }
+        "iso" => c.iso = Some(Iso::File(location(key, v)?)),
         "iso.extents" => c.extents = Some(extents(key, v)?),
-        "iso.persist.extents" => c.persist_extents = Some(extents(key, v)?),
+        // Checked here, kept in `params`: [`persist`] gathers them once all are read.
+        "iso.persist" => drop(location(key, v)?),
+        "iso.persist.extents" => drop(extents(key, v)?),
+        "iso.persist.uuid" => drop(persist_uuid(key, v)?),
         "iso.map" => {
             c.map = Some(clean_path(v).ok_or_else(|| bad(key, "an absolute path in the initramfs", v))?)
         }
@@ -303,13 +342,6 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
                 return Err(bad(key, "a profile name (lowercase letters, digits, '-')", v));
             }
             c.profile = Some(v.into());
-        }
-        "iso.persist" => c.persist = Some(location(key, v)?),
-        "iso.persist.uuid" => {
-            if !is_uuid_like(v) {
-                return Err(bad(key, "an ext4 UUID", v));
-            }
-            c.persist_uuid = Some(v.to_ascii_lowercase());
         }
         "iso.overlay.size" => {
             if !is_size(v) {
@@ -340,7 +372,7 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
                 _ => return Err(bad(key, "switch-root or handoff", v)),
             })
         }
-        _ => unreachable!("every key in KEYS is handled"),
+        _ => return Err(unknown()),
     }
     Ok(())
 }
@@ -369,7 +401,7 @@ fn apply_compat(c: &mut Cmdline) -> Result<(), CmdlineError> {
         let loc = Location { source, path };
         let dev = dev_key.filter(|k| c.has(k)).map(|k| format!("{k}= + ")).unwrap_or_default();
         c.notes.push(format!("read {dev}{path_key}= as iso={loc}"));
-        c.iso = Some(loc);
+        c.iso = Some(Iso::File(loc));
         return Ok(());
     }
     Ok(())
@@ -381,8 +413,15 @@ mod tests {
     use isoroot_fs::extents::Covers;
     use isoroot_fs::location::Source;
 
-    fn loc(source: Option<Source>, path: &str) -> Option<Location> {
-        Some(Location { source, path: path.into() })
+    fn loc(source: Option<Source>, path: &str) -> Option<Iso> {
+        Some(Iso::File(Location { source, path: path.into() }))
+    }
+
+    fn remote(c: &Cmdline) -> Option<&Url> {
+        match &c.iso {
+            Some(Iso::Remote(u)) => Some(u),
+            _ => None,
+        }
     }
 
     #[test]
@@ -466,9 +505,15 @@ mod tests {
         assert_eq!(c.sha256, Some([0xab; 32]));
         assert_eq!(c.profile.as_deref(), Some("debian-live"));
         assert!(c.toram && c.debug && c.rescue);
-        assert_eq!(c.persist, loc(Some(Source::Label("p".into())), "/p.img"));
-        assert_eq!(c.persist_extents.unwrap().len(), 1);
-        assert_eq!(c.persist_uuid.as_deref(), Some("abcd-12"));
+        let p = c.persist.unwrap();
+        assert_eq!(p.image, Location { source: Some(Source::Label("p".into())), path: "/p.img".into() });
+        assert_eq!(p.extents.unwrap().len(), 1);
+        assert_eq!(p.uuid.as_deref(), Some("abcd-12"));
+        // The keys that go with iso.persist= may come before it; without it they do nothing.
+        let later = parse("iso=/a.iso iso.persist.uuid=ab iso.persist=/p.img").unwrap();
+        assert_eq!(later.persist.unwrap().uuid.as_deref(), Some("ab"));
+        assert_eq!(parse("iso=/a.iso iso.persist.uuid=ab").unwrap().persist, None);
+        assert!(parse("iso=/a.iso iso.persist.uuid=a!").is_err());
         assert_eq!(c.overlay_size.as_deref(), Some("50%"));
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.attach, Some(Attach::Scan));
@@ -555,8 +600,7 @@ mod tests {
     fn remote_isos() {
         let sha = "ab".repeat(32);
         let c = parse(&format!("iso=http://10.0.2.2:8000/d.iso iso.sha256={sha}")).unwrap();
-        assert_eq!(c.remote.unwrap().to_string(), "http://10.0.2.2:8000/d.iso");
-        assert_eq!(c.iso, None);
+        assert_eq!(remote(&c).unwrap().to_string(), "http://10.0.2.2:8000/d.iso");
         // Plain HTTP needs a checksum or an explicit iso.insecure; HTTPS and NBD do not.
         let e = parse("iso=http://h/d.iso").unwrap_err().to_string();
         assert!(
@@ -566,9 +610,9 @@ mod tests {
         assert!(parse("iso=http://h/d.iso iso.insecure").unwrap().insecure);
         assert!(parse("iso=https://h/d.iso").is_ok());
         let c = parse("findiso=/a.iso iso=nbd://h/live").unwrap();
-        assert_eq!((c.remote.unwrap().path.as_str(), c.iso), ("/live", None));
+        assert_eq!(remote(&c).unwrap().path, "/live");
         // The last iso= wins.
-        assert_eq!(parse("iso=nbd://h/x iso=/a.iso").unwrap().remote, None);
+        assert_eq!(parse("iso=nbd://h/x iso=/a.iso").unwrap().iso, loc(None, "/a.iso"));
         let e = parse("iso=nbd://h:x/live").unwrap_err().to_string();
         assert!(e.contains("expected http://HOST[:PORT]/PATH"), "{e}");
     }

@@ -7,7 +7,7 @@
 use crate::attach::Attached;
 use crate::dm::{self, Target};
 use crate::liveroot::MEDIUM;
-use crate::mount::{Linux, Sys};
+use crate::mount::Sys;
 use anyhow::{anyhow, bail, Context, Result};
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -42,7 +42,7 @@ fn udev_record(node: &Path) -> std::io::Result<()> {
 /// Maps the attached ISO as `/dev/mapper/isoroot`, puts the API filesystems back the way the
 /// kernel left them (but /dev, which holds the node: there is no udev yet to make it) and
 /// execs the distro's `/init` with isoroot's own arguments.
-pub fn hand_off(sys: &mut Linux, attached: &Attached, profile: &str) -> Result<Infallible> {
+pub fn hand_off(sys: &mut dyn Sys, attached: &Attached, profile: &str) -> Result<Infallible> {
     sys.umount(Path::new(MEDIUM)).with_context(|| format!("unmounting {MEDIUM}"))?;
     let meta =
         std::fs::metadata(&attached.dev).with_context(|| format!("reading {}", attached.dev.display()))?;

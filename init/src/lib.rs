@@ -1,5 +1,6 @@
 //! isoroot-init: PID 1 of an initramfs that boots a live ISO kept as a file on a disk.
-//! `design.md` in the project's shared notes has the boot flow these modules follow.
+//! docs/architecture.md has the boot flow, which module owns each step, and the layers
+//! (`tests/layers.rs` keeps them).
 
 pub mod console;
 

@@ -1,5 +1,5 @@
-//! Steps 6 and 7: pick the profile for the mounted ISO, mount its root images and build
-//! the overlay that becomes `/`.
+//! The live root (docs/architecture.md, step 6): pick the profile for the mounted ISO,
+//! mount its root images and build the overlay that becomes `/`.
 
 use crate::cmdline::Cmdline;
 use crate::loopdev::Window;

@@ -2,6 +2,7 @@
 //! be unit-tested without root (youki's `Syscall` pattern); [`Linux`] does them for real
 //! and remembers its mounts so that a failed attempt can be undone before a retry.
 
+use crate::dm::Target;
 use crate::loopdev::{self, Window};
 use isoroot_fs::superblock::{self, FsInfo};
 use nix::mount::{MntFlags, MsFlags};
@@ -21,6 +22,15 @@ pub trait Sys {
     fn probe(&mut self, path: &Path) -> io::Result<Option<FsInfo>>;
     /// Where a file in a mounted ISO lies on the ISO's device, when it is contiguous.
     fn window_on_device(&mut self, file: &Path) -> io::Result<Option<Window>>;
+    /// A dm-linear device (read-only unless `writable`), removed again by [`Sys::undo`].
+    fn map_linear(&mut self, name: &str, targets: &[Target], writable: bool) -> io::Result<PathBuf>;
+    /// Removes a device-mapper device made by this attempt (a warning if it cannot).
+    fn unmap(&mut self, name: &str);
+    /// Unmounts, newest first, everything this boot attempt mounted; loop devices go with
+    /// their mounts (autoclear), device-mapper devices are removed.
+    fn undo(&mut self);
+    /// Forgets mounts and devices that now belong to the new root.
+    fn keep(&mut self);
 }
 
 mod ioctl {
@@ -129,31 +139,21 @@ impl Sys for Linux {
                 .try_fold(true, |ok, &b| Ok::<_, io::Error>(ok && map(b)? == first + b))?;
         Ok(contiguous.then_some(Window { offset: first * bsz, size }))
     }
-}
 
-impl Linux {
-    /// A dm-linear device (read-only unless `writable`), removed again by [`Linux::undo`].
-    pub fn map_linear(
-        &mut self,
-        name: &str,
-        targets: &[crate::dm::Target],
-        writable: bool,
-    ) -> io::Result<PathBuf> {
+    fn map_linear(&mut self, name: &str, targets: &[Target], writable: bool) -> io::Result<PathBuf> {
         let node = crate::dm::create(name, targets, writable)?;
         self.mapped.push(name.to_string());
         Ok(node)
     }
 
-    pub fn unmap(&mut self, name: &str) {
+    fn unmap(&mut self, name: &str) {
         if let Err(e) = crate::dm::remove(name) {
             crate::warn!("removing device-mapper device {name}: {e}");
         }
         self.mapped.retain(|n| n != name);
     }
 
-    /// Unmounts, newest first, everything this boot attempt mounted; loop devices go with
-    /// their mounts (autoclear), device-mapper devices are removed.
-    pub fn undo(&mut self) {
+    fn undo(&mut self) {
         while let Some(m) = self.mounted.pop() {
             if let Err(e) = nix::mount::umount2(&m, MntFlags::MNT_DETACH) {
                 crate::debug!("unmounting {}: {e}", m.display());
@@ -167,8 +167,7 @@ impl Linux {
         }
     }
 
-    /// Forgets mounts and devices that now belong to the new root.
-    pub fn keep(&mut self) {
+    fn keep(&mut self) {
         self.mounted.clear();
         self.loops.clear();
         self.mapped.clear();
@@ -237,6 +236,20 @@ pub mod recording {
                 _ => FsKind::Squashfs,
             };
             Ok(Some(FsInfo { kind, uuid: None, label: None, needs_recovery: false }))
+        }
+        fn map_linear(&mut self, name: &str, targets: &[Target], writable: bool) -> io::Result<PathBuf> {
+            let rw = if writable { "rw" } else { "ro" };
+            self.calls.push(format!("dm {name} {rw} {} targets", targets.len()));
+            Ok(PathBuf::from("/dev/mapper").join(name))
+        }
+        fn unmap(&mut self, name: &str) {
+            self.calls.push(format!("unmap {name}"));
+        }
+        fn undo(&mut self) {
+            self.calls.push("undo".into());
+        }
+        fn keep(&mut self) {
+            self.calls.push("keep".into());
         }
     }
 }

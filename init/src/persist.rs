@@ -11,7 +11,7 @@ use crate::devices::Hardware;
 use crate::dm;
 use crate::dm::Target;
 use crate::locate;
-use crate::mount::Linux;
+use crate::mount::Sys;
 use anyhow::{anyhow, bail, Context, Result};
 use isoroot_fs::extents::Extent;
 use isoroot_fs::filemap;
@@ -26,13 +26,14 @@ const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 
 /// The writable device that holds the persistence filesystem, or why there is none.
 pub fn attach(
-    sys: &mut Linux,
+    sys: &mut dyn Sys,
     c: &Cmdline,
     iso_source: Option<&BlockDev>,
     hw: &mut Hardware,
 ) -> Result<Option<PathBuf>> {
-    let Some(loc) = &c.persist else { return Ok(None) };
-    let Some(uuid) = &c.persist_uuid else {
+    let Some(persist) = &c.persist else { return Ok(None) };
+    let loc = &persist.image;
+    let Some(uuid) = &persist.uuid else {
         bail!(
             "iso.persist= needs iso.persist.uuid= (the image's ext4 UUID, from `blkid IMAGE`): without it isoroot \
              cannot tell the image from whatever else might be at those sectors"
@@ -51,7 +52,7 @@ pub fn attach(
              needs the ISO mapped from hints or a scan (a clean ext4, FAT, exFAT or NTFS named in iso=)"
         );
     }
-    let (targets, len) = current_map(&source, loc, c.persist_extents.as_deref())?;
+    let (targets, len) = current_map(&source, loc, persist.extents.as_deref())?;
     let dev = sys.map_linear(NAME, &targets, true).context("creating the persistence device")?;
     // Read, never write, until the image proves to be the one named, whole.
     let proved = std::fs::File::open(&dev)

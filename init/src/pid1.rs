@@ -2,7 +2,7 @@
 //! exiting. A failed boot ends in a rescue shell (and `exit` retries the boot) or in a
 //! reboot after a pause long enough to read the message.
 
-use crate::mount::Linux;
+use crate::mount::{Linux, Sys};
 use crate::{rescue, wait};
 use nix::mount::MsFlags;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
-//! Step 8. `pivot_root` does not work on the initramfs root, so this is what busybox's
-//! switch_root and booster do: move the API filesystems into the new root, free the
-//! initramfs, move the new root onto `/`, chroot and exec.
+//! Switching root (docs/architecture.md, step 7). `pivot_root` does not work on the
+//! initramfs root, so this is what busybox's switch_root and booster do: move the API
+//! filesystems into the new root, free the initramfs, move the new root onto `/`, chroot
+//! and exec.
 
 use crate::paths;
 use anyhow::{bail, Context, Result};

@@ -9,7 +9,7 @@ use super::url::{Scheme, Url};
 use crate::attach::Attached;
 use crate::cmdline::Cmdline;
 use crate::loopdev::Window;
-use crate::mount::{Linux, Sys};
+use crate::mount::Sys;
 use crate::{toram, verify};
 use anyhow::{anyhow, bail, Context, Result};
 use isoroot_fs::human_size;
@@ -193,7 +193,7 @@ fn fetch(url: &Url, c: &Cmdline, net: &Net) -> Result<(Url, Response)> {
 }
 
 /// Downloads the ISO into RAM, checks it, and attaches the copy.
-pub fn to_ram(sys: &mut Linux, c: &Cmdline, url: &Url, net: &Net) -> Result<Attached> {
+pub fn to_ram(sys: &mut dyn Sys, c: &Cmdline, url: &Url, net: &Net) -> Result<Attached> {
     let name = url.to_string();
     let (url, mut r) = fetch(url, c, net)?;
     if r.head.header("Transfer-Encoding").is_some_and(|t| !t.eq_ignore_ascii_case("identity")) {

@@ -14,12 +14,12 @@ pub mod url;
 use crate::attach::Attached;
 use crate::cmdline::Cmdline;
 use crate::devices::Hardware;
-use crate::mount::Linux;
+use crate::mount::Sys;
 use anyhow::Result;
 use url::{Scheme, Url};
 
 /// The remote ISO as a block device: downloaded into RAM (HTTP) or served over NBD.
-pub fn attach(sys: &mut Linux, c: &Cmdline, url: &Url, hw: &mut Hardware) -> Result<Attached> {
+pub fn attach(sys: &mut dyn Sys, c: &Cmdline, url: &Url, hw: &mut Hardware) -> Result<Attached> {
     let net = link::bring_up(c, hw)?;
     match url.scheme {
         Scheme::Http | Scheme::Https => http::to_ram(sys, c, url, &net),
