@@ -17,9 +17,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const STAYS_UP: Duration = Duration::from_secs(3);
 
 pub enum Expect {
-    /// The booted root's whole marker line, then lines that must be on the console (the
-    /// root prints its mount table as `mount: …`) and text that must not.
-    Marker { line: String, present: Vec<String>, absent: Vec<String> },
+    /// The booted root's whole marker line, how isoroot said it attached the ISO (see
+    /// [`via`]), then lines that must be on the console (the root prints its mount table as
+    /// `mount: …`) and text that must not.
+    Marker { line: String, attached: Option<String>, present: Vec<String>, absent: Vec<String> },
     /// A failed boot: every one of these on the console, then the VM stays up.
     Failure(Vec<String>),
     /// Every one of these on the console, then the VM ends by itself (a reboot).
@@ -92,7 +93,7 @@ pub fn marker_line(profile: &str, root: &str, medium: &str, top: &str, layers: &
     let line = format!(
         "ISOROOT-OK profile={profile} root={root} medium={medium}:iso9660 top={top} layers={layers} init={init}"
     );
-    Expect::Marker { line, present: vec![], absent: vec![] }
+    Expect::Marker { line, attached: None, present: vec![], absent: vec![] }
 }
 
 pub fn marker(profile: &str, medium: &str, top: &str, layers: &str) -> Expect {
@@ -102,13 +103,42 @@ pub fn marker(profile: &str, medium: &str, top: &str, layers: &str) -> Expect {
 /// A marker plus console lines that must and must not appear.
 pub fn and(expect: Expect, must: &[&str], must_not: &[&str]) -> Expect {
     match expect {
-        Expect::Marker { line, .. } => Expect::Marker {
+        Expect::Marker { line, attached, .. } => Expect::Marker {
             line,
+            attached,
             present: must.iter().map(|s| s.to_string()).collect(),
             absent: must_not.iter().map(|s| s.to_string()).collect(),
         },
         failure => failure,
     }
+}
+
+/// The ISO attached by extent hints, by a scan of the host filesystem, or by a loop device on
+/// the mounted file: the start of what the init says after `found NAME on DEVICE: `.
+pub const HINTS: &str = "dm-linear from extent hints";
+pub const LOOP: &str = "loop device on the read-only mounted file";
+pub fn scan(fs: &str) -> String {
+    format!("dm-linear from a scan of {fs} (")
+}
+
+/// A marker that also names how the ISO was attached: every booting case says it, so that
+/// a case named for one path cannot pass by another (hints that fell back to a scan).
+pub fn via(expect: Expect, how: &str) -> Expect {
+    match expect {
+        Expect::Marker { line, present, absent, .. } => {
+            Expect::Marker { line, attached: Some(how.to_string()), present, absent }
+        }
+        other => other,
+    }
+}
+
+/// What the init said it attached the ISO by: the rest of its `found NAME on DEVICE: HOW`
+/// line (under `iso.debug`, `found DEVICE` lines without a HOW come first).
+fn attached_by(console: &str) -> Option<&str> {
+    console.lines().find_map(|l| {
+        let (_, rest) = l.split_once("isoroot: found ")?;
+        rest.split_once(": ").map(|(_, how)| how)
+    })
 }
 
 pub fn failure(lines: &[&str]) -> Expect {
@@ -151,38 +181,38 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "debian-live on ext4 by UUID",
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
-            and(debian(), &["dm-linear from a scan of ext4", dm_medium, dm_layer], &[host]),
+            and(via(debian(), &scan("ext4")), &[dm_medium, dm_layer], &[host]),
         ),
         case(
             "the loop path (iso.attach=loop)",
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.attach=loop"),
-            and(debian(), &[loop_host, "loop: loop0 /run/isoroot/host/isos/debian-live.iso offset=0", "loop: loop1 /dev/loop0 offset="], &[]),
+            and(via(debian(), LOOP), &[loop_host, "loop: loop0 /run/isoroot/host/isos/debian-live.iso offset=0", "loop: loop1 /dev/loop0 offset="], &[]),
         ),
-        case("ubuntu layers on FAT32 by LABEL", &["fat32-ubuntu"], format!("iso=LABEL={FAT_LABEL}:/isos/ubuntu.iso"), ubuntu()),
+        case("ubuntu layers on FAT32 by LABEL", &["fat32-ubuntu"], format!("iso=LABEL={FAT_LABEL}:/isos/ubuntu.iso"), via(ubuntu(), &scan("vfat"))),
         case(
             "generic on exFAT, spaces in label and path",
             &["exfat-generic"],
             format!("iso=\"LABEL={EXFAT_LABEL}:{EXFAT_PATH}\""),
-            marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"),
+            via(marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"), &scan("exfat")),
         ),
         case(
             "search every disk (no SOURCE), init=",
             &["ext4-empty", "ext4-debian"],
             "iso=/isos/debian-live.iso init=/sbin/init-alt".into(),
-            marker_line("debian-live", "overlay", "/run/live/medium", "debian", "debian", "/sbin/init-alt"),
+            via(marker_line("debian-live", "overlay", "/run/live/medium", "debian", "debian", "/sbin/init-alt"), LOOP),
         ),
         case(
             "ubuntu by PARTUUID",
             &["fat32-ubuntu"],
             format!("iso=PARTUUID={}-01:/isos/ubuntu.iso", FAT_DISK_ID.trim_start_matches("0x")),
-            ubuntu(),
+            via(ubuntu(), &scan("vfat")),
         ),
         case(
             "archiso spelling img_dev= img_loop=",
             &["fat32-ubuntu"],
             format!("img_dev=/dev/disk/by-label/{FAT_LABEL} img_loop=/isos/ubuntu.iso"),
-            ubuntu(),
+            via(ubuntu(), &scan("vfat")),
         ),
         case(
             "no such file",
@@ -218,7 +248,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "debian-live by extent hints (dm-linear)",
             &["ext4-hints"],
             f.hints.good.clone(),
-            and(debian(), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium, dm_layer], &[host]),
+            and(via(debian(), HINTS), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium, dm_layer], &[host]),
         ),
         Case {
             initrd: "map",
@@ -226,7 +256,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 "extent map as an extra initrd",
                 &["ext4-hints"],
                 "iso.map=/etc/isoroot/maps/debian-live.map".into(),
-                and(debian(), &[dm_medium], &[host]),
+                and(via(debian(), HINTS), &[dm_medium], &[host]),
             )
         },
         case(
@@ -234,7 +264,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext4-hints"],
             f.hints.good.split(' ').map(|w| if w.starts_with("iso.fingerprint=") { "iso.fingerprint=sha256-extents:0000000000000000000000000000000000000000000000000000000000000000" } else { w }).collect::<Vec<_>>().join(" "),
             and(
-                debian(),
+                via(debian(), &scan("ext4")),
                 &["extent hints not used: the mapped sectors have fingerprint sha256-extents:", "falling back to a scan", dm_medium],
                 &[host],
             ),
@@ -244,7 +274,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext4-hints"],
             f.stale_hints.clone(),
             and(
-                marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"),
+                via(marker("generic", "/run/isoroot/medium", "rootfs", "rootfs"), &scan("ext4")),
                 &["the file moved or changed since the hints were made", "mount: /dev/mapper/stale /run/isoroot/medium iso9660"],
                 &[host],
             ),
@@ -258,12 +288,11 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext4-hints"],
             f.hints.moved.clone(),
             and(
-                debian(),
+                via(debian(), &scan("ext4")),
                 &[
                     "extent hints not used: iso.extents= is not where /isos/moved.iso lies in the ext4 allocation",
                     "may belong to another file now",
-                    "dm-linear from a scan of ext4 (",
-                    "mount: /dev/mapper/moved /run/live/medium iso9660 ro",
+                                        "mount: /dev/mapper/moved /run/live/medium iso9660 ro",
                 ],
                 &[host],
             ),
@@ -272,14 +301,14 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "old fingerprint form (ends only) on ext4: hints used, proven by the allocation",
             &["ext4-hints"],
             f.hints.ends_only.clone(),
-            and(debian(), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium], &[host, "extent hints not used"]),
+            and(via(debian(), HINTS), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium], &[host, "extent hints not used"]),
         ),
         case(
             "block-mapped ext3 by extent hints: fingerprint of every extent",
             &["ext3-hints"],
             f.ext3_hints.good.clone(),
             and(
-                debian(),
+                via(debian(), HINTS),
                 &["dm-linear from extent hints (its fingerprint samples every extent: the file uses ext2/ext3 block maps", dm_medium],
                 &[host],
             ),
@@ -289,7 +318,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext3-hints"],
             f.ext3_hints.moved.clone(),
             and(
-                debian(),
+                via(debian(), LOOP),
                 &[
                     "extent hints not used: the mapped sectors have fingerprint sha256-extents:",
                     "loop device on the read-only mounted file",
@@ -303,7 +332,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext3-hints"],
             f.ext3_hints.ends_only.clone(),
             and(
-                debian(),
+                via(debian(), LOOP),
                 &[
                     "block maps, which isoroot's reader does not follow, and iso.fingerprint=sha256: covers only the file's ends",
                     "loop: loop0 /run/isoroot/host/isos/debian-live.iso offset=0",
@@ -315,7 +344,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "fragmented ISO on ext4 (200+ runs), scan",
             &["ext4-frag"],
             format!("iso=UUID={FRAG_UUID}:/isos/debian-live.iso"),
-            and(debian(), &["dm-linear from a scan of ext4 (", dm_medium], &[host]),
+            and(via(debian(), &scan("ext4")), &[dm_medium], &[host]),
         ),
         Case {
             initrd: "frag-map",
@@ -323,22 +352,22 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 "200+-extent map as an extra initrd",
                 &["ext4-frag"],
                 "iso.map=/etc/isoroot/maps/debian-live.map".into(),
-                and(debian(), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium], &[host]),
+                and(via(debian(), HINTS), &["dm-linear from extent hints (they match the ext4 allocation)", dm_medium], &[host]),
             )
         },
         case(
             "fragmented ISO on FAT32, scan",
             &["fat32-frag"],
             format!("iso=LABEL={FRAG_FAT_LABEL}:/isos/debian-live.iso"),
-            and(debian(), &["dm-linear from a scan of vfat (", dm_medium], &[host]),
+            and(via(debian(), &scan("vfat")), &[dm_medium], &[host]),
         ),
         case(
             "fragmented ISO on exFAT, scan, path in another case",
             &["exfat-frag"],
             format!("iso=LABEL={FRAG_EXFAT_LABEL}:/ISOS/Debian-Live.iso"),
             and(
-                debian(),
-                &["dm-linear from a scan of exfat (", "mount: /dev/mapper/Debian-Live /run/live/medium iso9660 ro"],
+                via(debian(), &scan("exfat")),
+                &["mount: /dev/mapper/Debian-Live /run/live/medium iso9660 ro"],
                 &[host],
             ),
         ),
@@ -348,8 +377,8 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ntfs"],
             format!("iso=\"LABEL={NTFS_LABEL}:{NTFS_PATH}\""),
             and(
-                debian(),
-                &["dm-linear from a scan of ntfs (", "mount: /dev/mapper/debian_live /run/live/medium iso9660 ro"],
+                via(debian(), &scan("ntfs")),
+                &["mount: /dev/mapper/debian_live /run/live/medium iso9660 ro"],
                 &[host],
             ),
         ),
@@ -357,7 +386,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "fragmented ISO on NTFS, scan",
             &["ntfs-frag"],
             format!("iso=LABEL={NTFS_FRAG_LABEL}:/isos/debian-live.iso"),
-            and(debian(), &["dm-linear from a scan of ntfs (", dm_medium], &[host]),
+            and(via(debian(), &scan("ntfs")), &[dm_medium], &[host]),
         ),
         case(
             "NTFS marked dirty: refused with the reason",
@@ -373,7 +402,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext4-recover"],
             format!("iso=UUID={RECOVER_UUID}:/isos/debian-live.iso"),
             and(
-                debian(),
+                via(debian(), LOOP),
                 &[
                     "the filesystem is not clean: its journal needs recovery",
                     "was not cleanly unmounted; reading it without replaying its journal",
@@ -385,7 +414,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         Case {
             then: Some(Then {
                 append: persist.clone(),
-                expect: and(debian(), &["PERSIST: kept across boots"], &[host]),
+                expect: and(via(debian(), &scan("ext4")), &["PERSIST: kept across boots"], &[host]),
                 check: persistence_is_clean,
             }),
             ..case(
@@ -393,7 +422,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 &["ext4-persist"],
                 format!("{persist} persist_write=\"kept across boots\""),
                 and(
-                    debian(),
+                    via(debian(), &scan("ext4")),
                     &["mount: /dev/mapper/isoroot-persist /run/live/overlay ext4 rw", "PERSIST: kept across boots"],
                     &[host],
                 ),
@@ -404,7 +433,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext4-persist"],
             format!("{persist} iso.persist.extents=2048+8"),
             and(
-                debian(),
+                via(debian(), &scan("ext4")),
                 &["is not where /persist.img lies now", "stale hints, and a stale map is never written to", "booting without persistence", "PERSIST: \n"],
                 &["isoroot-persist"],
             ),
@@ -414,7 +443,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext4-persist"],
             format!("{persist} iso.attach=loop"),
             and(
-                debian(),
+                via(debian(), LOOP),
                 &[
                     "iso.persist: /dev/vda (",
                     "is mounted read-only on /run/isoroot/host (where the ISO was found",
@@ -432,7 +461,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                  iso.persist.uuid=99999999-0000-0000-0000-000000000000"
             ),
             and(
-                debian(),
+                via(debian(), &scan("ext4")),
                 &[
                     &format!("has ext4 UUID {PERSIST_UUID}, iso.persist.uuid= says 99999999-0000-0000-0000-000000000000: not writing to it"),
                     "booting without persistence",
@@ -448,7 +477,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 "iso=UUID={PERSIST_HOST_UUID}:/isos/debian-live.iso iso.persist=/corrupt.img iso.persist.uuid={PERSIST_UUID}"
             ),
             and(
-                debian(),
+                via(debian(), &scan("ext4")),
                 &["/corrupt.img holds", "not an ext4 filesystem", "booting without persistence: changes stay in RAM"],
                 &["isoroot-persist"],
             ),
@@ -459,7 +488,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 "iso.toram with too little RAM boots from the device",
                 &["ext4-debian"],
                 format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.toram"),
-                and(debian(), &["iso.toram: UUID=", "booting from the device instead", dm_medium], &["ram.iso"]),
+                and(via(debian(), &scan("ext4")), &["iso.toram: UUID=", "booting from the device instead", dm_medium], &["ram.iso"]),
             )
         },
         // One read: the sum is taken while the copy is made, so what was checked is the copy.
@@ -468,10 +497,11 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.toram iso.sha256={}", f.debian_sha256),
             and(
-                debian(),
+                via(debian(), &scan("ext4")),
                 &[
                     &format!("copying UUID={EXT4_UUID}:/isos/debian-live.iso to RAM: done"),
                     &format!("sha256 of UUID={EXT4_UUID}:/isos/debian-live.iso matches"),
+                    "), copied to RAM",
                     "loop: loop0 /run/isoroot/ram.iso offset=0",
                     "mount: /dev/loop0 /run/live/medium iso9660 ro",
                     "disk: vda holders=[]",
@@ -498,7 +528,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 "the boot device appears 5 s late (hot-plugged)",
                 &[],
                 format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
-                and(debian(), &["waiting up to 30 s for the block device UUID=", dm_medium], &[]),
+                and(via(debian(), &scan("ext4")), &["waiting up to 30 s for the block device UUID=", dm_medium], &[]),
             )
         },
         // The boot fails (no disk yet), the rescue shell starts; the disk is plugged in and
@@ -514,7 +544,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 "`exit` in the rescue shell retries the boot",
                 &[],
                 format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.timeout=2"),
-                and(debian(), &["no block device with UUID=", "retrying the boot", dm_medium], &[]),
+                and(via(debian(), &scan("ext4")), &["no block device with UUID=", "retrying the boot", dm_medium], &[]),
             )
         },
         Case {
@@ -534,7 +564,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "two filesystems with the same label: a warning, the first is used",
             &["ext4-debian", "ext4-twin"],
             "iso=LABEL=isodisk:/isos/debian-live.iso".into(),
-            and(debian(), &["2 devices match LABEL=isodisk, using the first:"], &[]),
+            and(via(debian(), &scan("ext4")), &["2 devices match LABEL=isodisk, using the first:"], &[]),
         ),
         case(
             "a command line at the 2048-byte limit",
@@ -545,7 +575,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 let room = 2047 - "console=ttyS0 panic=-1 ".len() - base.len();
                 format!("{base}{}", "x".repeat(room))
             },
-            debian(),
+            via(debian(), &scan("ext4")),
         ),
         case(
             "a symlink loop in the path",
@@ -753,7 +783,7 @@ fn persistence_is_clean(disks: &[PathBuf]) -> Result<(), String> {
 
 pub fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
     match expect {
-        Expect::Marker { line: want, present, absent } => {
+        Expect::Marker { line: want, attached, present, absent } => {
             vm.wait_for_any(&["ISOROOT-OK"], BOOT_TIMEOUT)?;
             // The root prints its mount table next, then powers off.
             let _ = vm.wait_for_any(&["reboot: Power down"], Duration::from_secs(20));
@@ -761,6 +791,14 @@ pub fn check(vm: &mut Vm, expect: &Expect) -> Result<(), String> {
             let got = text.lines().find(|l| l.starts_with("ISOROOT-OK")).unwrap_or_default();
             if got != want {
                 return Err(format!("marker differs:\n  want: {want}\n  got:  {got}"));
+            }
+            let Some(attached) = attached else {
+                return Err("the case does not say how the ISO must be attached (cases::via)".into());
+            };
+            match attached_by(&text) {
+                Some(how) if how.starts_with(attached.as_str()) => {}
+                Some(how) => return Err(format!("attached by {how:?}, not by {attached:?}")),
+                None => return Err("the console has no `isoroot: found …: HOW` line".into()),
             }
             if let Some(p) = present.iter().find(|p| !text.contains(p.as_str())) {
                 return Err(format!("the console lacks {p:?}"));
@@ -830,4 +868,16 @@ pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec
 pub fn demo(f: &Fixtures, accel: Accel) -> Result<(), String> {
     let case = all(f).into_iter().next().expect("the first case is debian-live");
     run_one(f, &case, accel, true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_attach_path_is_read_from_the_found_line() {
+        let console = "isoroot: found /dev/vda (64.0 MiB) ext4 UUID=a\nisoroot: found UUID=a:/isos/x.iso on /dev/vda (64.0 MiB) ext4 \
+                       UUID=a: dm-linear from a scan of ext4 (3 runs)\nISOROOT-OK";
+        assert_eq!(super::attached_by(console), Some("dm-linear from a scan of ext4 (3 runs)"));
+        assert!(super::attached_by(console).unwrap().starts_with(&super::scan("ext4")));
+        assert_eq!(super::attached_by("isoroot: no ISO"), None);
+    }
 }

@@ -2,7 +2,7 @@
 //! networking gives it DHCP, and the servers run on this machine's loopback, started and
 //! stopped by each test.
 
-use crate::cases::{self, and, failure, marker, Expect, Outcome};
+use crate::cases::{self, and, failure, marker, via, Expect, Outcome};
 use crate::fixtures::Fixtures;
 use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, Writes};
 use crate::servers::{self, HttpServer, Nbdkit};
@@ -92,7 +92,7 @@ fn http_ok(n: &Net) -> Result<(), String> {
     let sum = servers::sha256(&n.iso()).map_err(|e| e.to_string())?;
     let url = format!("http://{HOST}:{}", server.port);
     let expect = and(
-        debian(),
+        via(debian(), "downloaded from"),
         &[
             "network: eth0 10.0.2.15/24 via 10.0.2.2 (DHCP from 10.0.2.2",
             &format!("{url}/latest.iso redirects to {url}/isos/debian-live.iso"),
@@ -142,7 +142,7 @@ fn ipxe_menu(n: &Net) -> Result<(), String> {
     let vm = n.start_from(BootFrom::Ipxe { script: format!("{url}/boot.ipxe") }, Nic::User)?;
     let iso = format!("{url}{}", servers::LATEST);
     let expect = and(
-        debian(),
+        via(debian(), "downloaded from"),
         &[&format!("sha256 of {iso} matches"), &format!("downloaded from {iso} into RAM")],
         &[],
     );
@@ -225,7 +225,7 @@ fn nbd_three(n: &Net) -> Result<(), String> {
                 let connected = format!("{CONNECTED} {HOST}:{} export \"live\"", server.port);
                 s.spawn(move || {
                     let expect = and(
-                        debian(),
+                        via(debian(), "NBD export"),
                         &[
                             how(i == 2),
                             &connected,

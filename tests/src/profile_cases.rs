@@ -1,7 +1,9 @@
 //! One boot per distro profile, the combined boots with third-party initrds, the handoff
 //! boots, and the command line spellings of other tools.
 
-use crate::cases::{and, failure, marker, marker_line, Action, Case, During, Expect, Firmware};
+use crate::cases::{
+    and, failure, marker, marker_line, scan, via, Action, Case, During, Expect, Firmware, HINTS, LOOP,
+};
 use crate::distros::NIXOS_INIT;
 use crate::fixtures::{Fixtures, DISTROS_UUID, EXFAT_DEBIAN, EXFAT_FEDORA, EXFAT_LABEL, EXT4_UUID};
 use std::time::Duration;
@@ -43,7 +45,7 @@ fn loader(
 
 pub fn all(_f: &Fixtures) -> Vec<Case> {
     // The entries carry the extent hints `isoroot menu` took, and isoroot's own tokens.
-    let from_menu = |e: Expect| and(e, &["rdinit=/isoroot/init", "dm-linear from extent hints"], &[]);
+    let from_menu = |e: Expect| and(via(e, HINTS), &["rdinit=/isoroot/init"], &[]);
     let arch = || from_menu(marker("archiso", "/run/archiso/bootmnt", "arch", "arch"));
     let fedora = || from_menu(marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"));
     let debian_menu = || from_menu(marker("debian-live", "/run/live/medium", "debian", "debian"));
@@ -63,7 +65,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             "fedora-liveos: ext4 root nested in the squashfs",
             "fedora.iso",
             and(
-                marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"),
+                via(marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"), &scan("ext4")),
                 &["/run/initramfs/squashfs squashfs ro", "/run/rootfsbase ext4 ro"],
                 &[],
             ),
@@ -71,28 +73,28 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
         distro(
             "opensuse-kiwi: EROFS root (Fedora 42 kiwi media)",
             "fedora-kiwi.iso",
-            and(marker("opensuse-kiwi", "/run/initramfs/live", "kiwi", "kiwi"), &["/run/rootfsbase erofs ro"], &[]),
+            and(via(marker("opensuse-kiwi", "/run/initramfs/live", "kiwi", "kiwi"), &scan("ext4")), &["/run/rootfsbase erofs ro"], &[]),
         ),
         distro(
             "void: ext3 nested, handoff falls back to switch-root",
             "void.iso",
-            and(marker("void", "/run/initramfs/live", "void", "void"), &[&fallback("void"), "/run/rootfsbase ext4 ro"], &[]),
+            and(via(marker("void", "/run/initramfs/live", "void", "void"), &scan("ext4")), &[&fallback("void"), "/run/rootfsbase ext4 ro"], &[]),
         ),
         distro(
             "archiso",
             "archlinux.iso",
-            and(marker("archiso", "/run/archiso/bootmnt", "arch", "arch"), &["/run/archiso/airootfs squashfs ro"], &[]),
+            and(via(marker("archiso", "/run/archiso/bootmnt", "arch", "arch"), &scan("ext4")), &["/run/archiso/airootfs squashfs ro"], &[]),
         ),
         distro(
             "systemrescue",
             "systemrescue.iso",
-            and(marker("systemrescue", "/run/archiso/bootmnt", "rescue", "rescue"), &["/run/archiso/airootfs squashfs ro"], &[]),
+            and(via(marker("systemrescue", "/run/archiso/bootmnt", "rescue", "rescue"), &scan("ext4")), &["/run/archiso/airootfs squashfs ro"], &[]),
         ),
         distro(
             "manjaro: three of four layers",
             "manjaro.iso",
             and(
-                marker("manjaro", "/run/miso/bootmnt", "manjaro-live", "manjaro-desktop,manjaro-live,manjaro-root"),
+                via(marker("manjaro", "/run/miso/bootmnt", "manjaro-live", "manjaro-desktop,manjaro-live,manjaro-root"), &scan("ext4")),
                 &["lowerdir=/run/miso/sfs/livefs.sfs:/run/miso/sfs/desktopfs.sfs:/run/miso/sfs/rootfs.sfs,"],
                 &[],
             ),
@@ -103,7 +105,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
                 "nixos: tmpfs root, store overlay, init=",
                 "nixos.iso",
                 and(
-                    marker_line("nixos", "tmpfs", "/iso", "nixos", "nix-store", NIXOS_INIT),
+                    via(marker_line("nixos", "tmpfs", "/iso", "nixos", "nix-store", NIXOS_INIT), &scan("ext4")),
                     &[
                         // The overlay's options name the paths as they were before the switch.
                         "mount: overlay /nix/store overlay rw,relatime,lowerdir=/newroot/nix/.ro-store,upperdir=/newroot/nix/.rw-store/rw,",
@@ -122,7 +124,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
         distro(
             "tails: handoff falls back to switch-root",
             "tails.iso",
-            and(marker("tails", "/run/live/medium", "tails", "tails"), &[&fallback("tails")], &[]),
+            and(via(marker("tails", "/run/live/medium", "tails", "tails"), &scan("ext4")), &[&fallback("tails")], &[]),
         ),
         distro(
             "alpine: refused with the reason",
@@ -141,12 +143,12 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             failure(&["iso.mode=handoff needs the distro's initrd, and this initramfs has only isoroot"]),
         ),
         // Existing boot entries: other tools' spellings of the ISO's location.
-        Case::new("live-boot spelling findiso=", &["ext4-debian"], "findiso=/isos/debian-live.iso".into(), debian()),
+        Case::new("live-boot spelling findiso=", &["ext4-debian"], "findiso=/isos/debian-live.iso".into(), via(debian(), LOOP)),
         Case::new(
             "SUSE spelling isofrom_device= isofrom_system=",
             &["ext4-debian"],
             "isofrom_device=/dev/vda isofrom_system=/isos/debian-live.iso".into(),
-            debian(),
+            via(debian(), &scan("ext4")),
         ),
         // The combined boot: a distro's initrd with isoroot appended, started by rdinit=;
         // modules come from the distro's tree.
@@ -157,7 +159,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.debug"),
             // The fixture's ISO is sparse (mkfs.ext4 -d), and initramfs-tools leaves dm-zero out.
             and(
-                debian(),
+                via(debian(), LOOP),
                 &[
                     "loaded module squashfs from kernel/fs/squashfs/squashfs.ko",
                     "(the file has holes: is dm-zero in the initrd?); mounting it read-only instead",
@@ -171,7 +173,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             &["ext4-distros"],
             "iso-scan/filename=/isos/fedora.iso root=live:CDLABEL=Fedora-WS-Live-40-1-14 rd.live.image iso.debug".into(),
             and(
-                marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"),
+                via(marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"), LOOP),
                 &["loaded module squashfs from kernel/fs/squashfs/squashfs.ko"],
                 &[],
             ),
@@ -182,7 +184,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.debug"),
             and(
-                debian(),
+                via(debian(), LOOP),
                 &[
                     "loaded module squashfs from kernel/fs/squashfs/squashfs.ko.zst",
                     "loaded module virtio_blk from kernel/drivers/block/virtio_blk.ko.xz",
@@ -198,7 +200,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
                 "dracut with isoroot's module (dracut --add isoroot), iso=",
                 &["ext4-debian"],
                 format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
-                and(debian(), &["the live root is on /sysroot; dracut goes on to /sbin/init"], &[]),
+                and(via(debian(), &scan("ext4")), &["the live root is on /sysroot; dracut goes on to /sbin/init"], &[]),
             )
         },
         // Handoff: isoroot finds the ISO where the distro's own ISO support fails (exFAT, a
@@ -209,8 +211,11 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             &["exfat-generic"],
             format!("boot=live live-media=/dev/mapper/isoroot {}", exfat(EXFAT_DEBIAN)),
             and(
-                marker_line("none", "overlay", "/run/live/medium", "debian", "debian", "/sbin/init"),
-                &["handing /dev/mapper/isoroot to the distro's /init"],
+                via(marker_line("none", "overlay", "/run/live/medium", "debian", "debian", "/sbin/init"), &scan("exfat")),
+                &[
+                    "handing /dev/mapper/isoroot to the distro's /init",
+                    "mount: /dev/mapper/isoroot /run/live/medium iso9660 ro",
+                ],
                 &[],
             ),
         ),
@@ -221,8 +226,11 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             format!("root=live:/dev/mapper/isoroot rd.live.image {}", exfat(EXFAT_FEDORA)),
             and(
                 // dracut puts a dm snapshot (live-rw) over the nested ext4 image.
-                marker_line("none", "ext4", "/run/initramfs/live", "fedora", "fedora", "/sbin/init"),
-                &["handing /dev/mapper/isoroot to the distro's /init"],
+                via(marker_line("none", "ext4", "/run/initramfs/live", "fedora", "fedora", "/sbin/init"), &scan("exfat")),
+                &[
+                    "handing /dev/mapper/isoroot to the distro's /init",
+                    "mount: /dev/mapper/isoroot /run/initramfs/live iso9660 ro",
+                ],
                 &[],
             ),
         ),

@@ -165,14 +165,22 @@ fn test(filter: Option<&str>) -> Result<()> {
     let f = fixtures::build(&isoroot, &init).context("building the fixtures")?;
     let accel = qemu::detect_accel(&f.kernel);
     println!("QEMU boot tests: kernel {} ({:?}), fixtures in {}", f.kver, accel, f.dir.display());
-    let mut outcomes = inspect_checks::run(&isoroot, &f, filter);
-    outcomes.extend(verify_checks::run(&isoroot, &f, filter));
-    outcomes.extend(menu_checks::run(&isoroot, &f, filter));
-    outcomes.extend(cases::run(&f, accel, filter, 2));
-    outcomes.extend(net_cases::run(&f, &isoroot, accel, filter));
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    let total: f64 = outcomes.iter().map(|o| o.secs).sum();
+    let mut checks = inspect_checks::run(&isoroot, &f, filter);
+    checks.extend(verify_checks::run(&isoroot, &f, filter));
+    checks.extend(menu_checks::run(&isoroot, &f, filter));
+    let mut boots = cases::run(&f, accel, filter, 2);
+    boots.extend(net_cases::run(&f, &isoroot, accel, filter));
+    let failures = |o: &[cases::Outcome]| o.iter().filter(|o| o.result.is_err()).count();
+    let total: f64 = boots.iter().map(|o| o.secs).sum();
     println!("QEMU boot tests took {total:.0} s of VM time");
+    println!(
+        "host checks (isoroot on fixture files): {} passed, {} failed",
+        checks.len() - failures(&checks),
+        failures(&checks)
+    );
+    println!("QEMU boots: {} passed, {} failed", boots.len() - failures(&boots), failures(&boots));
+    let outcomes: Vec<cases::Outcome> = checks.into_iter().chain(boots).collect();
+    let failed = failures(&outcomes);
     // The plain closing line that CI reads.
     println!("qemu: {} passed, {failed} failed", outcomes.len() - failed);
     if outcomes.is_empty() {
