@@ -136,7 +136,12 @@ fn trust_hints(source: &BlockDev, path: &str, hints: &[Extent], print: &Fingerpr
 /// (a): maps the file by its extents once [`trust_hints`] says they are its own, and proves
 /// the mapping: fingerprint, then the ISO's own volume descriptor and size.
 fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached> {
-    let extents = c.extents.as_deref().unwrap_or_default();
+    let Some(extents) = c.extents.as_deref() else {
+        bail!(
+            "no extent hints on the command line: iso.extents= and iso.fingerprint= (as `isoroot extents FILE` \
+             prints them), or iso.map="
+        );
+    };
     let Some(src) = &loc.source else {
         bail!("extent hints need a SOURCE in iso= (which device do the sectors belong to?)");
     };
@@ -172,7 +177,12 @@ enum ScanFailure {
 }
 
 /// (b): reads the file's allocation from the filesystem on the device.
-fn by_scan(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -> Result<Attached, ScanFailure> {
+fn by_scan(
+    sys: &mut dyn Sys,
+    c: &Cmdline,
+    loc: &Location,
+    hw: &mut Hardware,
+) -> Result<Attached, ScanFailure> {
     use ScanFailure::{Final, TryLoop};
     let Some(src) = &loc.source else {
         return Err(TryLoop(anyhow!("without a SOURCE every filesystem is searched by mounting it")));

@@ -255,7 +255,9 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
         apply_compat(&mut c)?;
     }
     c.persist = persist(&c)?;
-    if let Some(Iso::Remote(u)) = c.iso.as_ref().filter(|i| matches!(i, Iso::Remote(u) if u.scheme == Scheme::Http)) {
+    if let Some(Iso::Remote(u)) =
+        c.iso.as_ref().filter(|i| matches!(i, Iso::Remote(u) if u.scheme == Scheme::Http))
+    {
         if c.sha256.is_none() && !c.insecure {
             return Err(bad(
                 "iso",

@@ -28,7 +28,12 @@ pub fn create_copy() -> Result<std::fs::File> {
 /// way ([`crate::attach::check_image`] left it for this one read). When RAM is short it says
 /// so, checks the sum on the device, and returns the ISO as it was: the boot goes on from
 /// the device.
-pub fn copy(sys: &mut dyn Sys, attached: Attached, name: &str, sha256: Option<&[u8; 32]>) -> Result<Attached> {
+pub fn copy(
+    sys: &mut dyn Sys,
+    attached: Attached,
+    name: &str,
+    sha256: Option<&[u8; 32]>,
+) -> Result<Attached> {
     let mut dev =
         std::fs::File::open(&attached.dev).with_context(|| format!("opening {}", attached.dev.display()))?;
     let len = dev.seek(SeekFrom::End(0))?;

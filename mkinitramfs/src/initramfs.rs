@@ -108,8 +108,14 @@ pub fn build(o: &Options) -> Result<()> {
     if o.no_modules {
         // Appended to a distro's initrd, whose module tree and modules.dep the init uses:
         // only the names to load at every boot. The distro's /init and /etc/initrd-release
-        // stay as they are; boot entries use rdinit=/isoroot/init.
-        let load: String = kmods::ALWAYS.iter().map(|m| format!("{m}\n")).collect();
+        // stay as they are; boot entries use rdinit=/isoroot/init. `--add-module` names join
+        // the list: the distro's tree has them.
+        let load: String = kmods::ALWAYS
+            .iter()
+            .copied()
+            .chain(o.add_modules.iter().map(String::as_str))
+            .map(|m| format!("{m}\n"))
+            .collect();
         a.file(MODULE_LIST.trim_start_matches('/'), load.into_bytes(), 0o644);
     } else {
         a.symlink("init", "isoroot/init");

@@ -578,6 +578,29 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             via(debian(), &scan("ext4")),
         ),
         case(
+            "iso.overlay.size: the overlay's tmpfs has that size",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.overlay.size=64M"),
+            and(via(debian(), &scan("ext4")), &["mount: tmpfs /run/live/overlay tmpfs rw,", ",size=65536k,"], &[]),
+        ),
+        // A forced way fails with its reason instead of falling back to the next one.
+        case(
+            "iso.attach=scan on a filesystem that needs recovery: fails, no loop fallback",
+            &["ext4-recover"],
+            format!("iso=UUID={RECOVER_UUID}:/isos/debian-live.iso iso.attach=scan"),
+            failure(&[
+                "iso.attach=scan: ",
+                "the filesystem is not clean: its journal needs recovery",
+                "rebooting in 120 s",
+            ]),
+        ),
+        case(
+            "iso.attach=hints without hints: fails, no scan fallback",
+            &["ext4-debian"],
+            format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.attach=hints"),
+            failure(&["iso.attach=hints: no extent hints on the command line", "rebooting in 120 s"]),
+        ),
+        case(
             "a symlink loop in the path",
             &["ext4-bad"],
             format!("iso=UUID={BAD_UUID}:/isos/loop1/x.iso"),

@@ -7,6 +7,7 @@ pub mod bootloaders;
 pub mod cases;
 pub mod distros;
 pub mod fixtures;
+pub mod initramfs_checks;
 pub mod inspect_checks;
 pub mod menu_checks;
 pub mod net_cases;
