@@ -26,20 +26,22 @@ impl Hardware {
     }
 }
 
-/// Polls for devices (loading drivers for new hardware as it appears) until `found`
-/// returns something or `timeout` passes; `None` then.
+/// Polls until `found` returns something or `timeout` passes (`None` then), loading drivers
+/// for new hardware as it appears; `found` refreshes the block devices when it looks at them
+/// (a wait for a network interface does not). The timeout counts from when the drivers for
+/// the hardware present at the start are in: on a loaded machine loading them alone can take
+/// longer than a short `iso.timeout`.
 pub fn poll<T>(
     timeout: Duration,
     waiting_for: &str,
     hw: &mut Hardware,
-    mut found: impl FnMut(&Devices, Vec<String>) -> Result<Option<T>>,
+    mut found: impl FnMut(&mut Devices) -> Result<Option<T>>,
 ) -> Result<Option<T>> {
+    hw.modules.coldplug();
     let start = Instant::now();
     let mut announced = false;
     loop {
-        hw.modules.coldplug();
-        let fresh = hw.devices.refresh();
-        if let Some(t) = found(&hw.devices, fresh)? {
+        if let Some(t) = found(&mut hw.devices)? {
             return Ok(Some(t));
         }
         let waited = start.elapsed();
@@ -51,5 +53,6 @@ pub fn poll<T>(
             announced = true;
         }
         crate::wait::tick(POLL);
+        hw.modules.coldplug();
     }
 }

@@ -101,7 +101,8 @@ fn open_on(sys: &mut dyn Sys, dev: &BlockDev, path: &str, at: &Path) -> Result<P
 /// Waits up to `timeout` for the device `src` names. Several matches are a warning.
 pub fn wait_for_device(src: &Source, timeout: Duration, hw: &mut Hardware) -> Result<BlockDev> {
     let what = format!("the block device {src}");
-    let dev = devices::poll(timeout, &what, hw, |devices, _| {
+    let dev = devices::poll(timeout, &what, hw, |devices| {
+        devices.refresh();
         let hits: Vec<&BlockDev> = devices.known.values().filter(|d| matches(src, d)).collect();
         if hits.len() > 1 {
             let all: Vec<String> = hits.iter().map(|d| d.to_string()).collect();
@@ -129,8 +130,8 @@ pub fn locate(sys: &mut dyn Sys, loc: &Location, timeout: Duration, hw: &mut Har
     hw.settle();
     let mut searched: Vec<String> = Vec::new();
     let what = format!("a block device that holds {}", loc.path);
-    let found = devices::poll(timeout, &what, hw, |devices, fresh| {
-        for name in fresh {
+    let found = devices::poll(timeout, &what, hw, |devices| {
+        for name in devices.refresh() {
             let dev = devices.known[&name].clone();
             if mount_args(&dev).is_err() {
                 continue;

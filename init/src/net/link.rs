@@ -143,7 +143,7 @@ pub fn bring_up(c: &Cmdline, hw: &mut Hardware) -> Result<Net> {
     let conf = ipconf::parse(c.get("ip"))?;
     let deadline = Instant::now() + c.timeout;
     let device = conf.device.as_deref();
-    let ifaces = crate::devices::poll(c.timeout, "a network interface", hw, |_, _| {
+    let ifaces = crate::devices::poll(c.timeout, "a network interface", hw, |_| {
         let found: Vec<Iface> =
             interfaces().into_iter().filter(|i| device.is_none_or(|d| d == i.name)).collect();
         Ok((!found.is_empty()).then_some(found))
