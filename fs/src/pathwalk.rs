@@ -8,19 +8,24 @@ use std::fmt;
 
 /// Links followed before a walk gives up, as the kernel's ELOOP limit.
 pub const MAX_LINKS: usize = 40;
+/// The longest link target a walk takes: PATH_MAX, so that a crafted tree cannot make the
+/// walk hold more than 40 of them.
+pub const MAX_LINK: usize = 4096;
 
+/// A link the walk does not follow: one too many, or a target longer than [`MAX_LINK`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TooManyLinks {
+pub struct BadLink {
     pub path: String,
+    pub why: &'static str,
 }
 
-impl fmt::Display for TooManyLinks {
+impl fmt::Display for BadLink {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}: too many levels of symbolic links", self.path)
+        write!(f, "{}: {}", self.path, self.why)
     }
 }
 
-impl std::error::Error for TooManyLinks {}
+impl std::error::Error for BadLink {}
 
 /// A walk in progress: the nodes from the root to the current directory, and the names
 /// still to look up. Readers drive it: [`Walk::next_name`], look the name up in
@@ -76,21 +81,23 @@ impl<N> Walk<N> {
         format!("/{}", self.names.join("/"))
     }
 
-    /// The path asked for.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     pub fn enter(&mut self, name: String, node: N) {
         self.nodes.push(node);
         self.names.push(name);
     }
 
     /// Goes on at a symlink's target instead of the name that was a link.
-    pub fn follow(&mut self, target: &str) -> Result<(), TooManyLinks> {
+    pub fn follow(&mut self, target: &str) -> Result<(), BadLink> {
         self.links += 1;
-        if self.links > MAX_LINKS {
-            return Err(TooManyLinks { path: self.path.clone() });
+        let why = if self.links > MAX_LINKS {
+            Some("too many levels of symbolic links")
+        } else if target.len() > MAX_LINK {
+            Some("a symbolic link longer than 4096 bytes")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(BadLink { path: self.path.clone(), why });
         }
         if target.starts_with('/') {
             self.nodes.truncate(1);
@@ -180,6 +187,11 @@ mod tests {
         );
         assert_eq!(resolve("/../../etc/nope", root(), child).unwrap(), None);
         assert!(resolve("/loop", root(), child).is_err());
+        // A target longer than PATH_MAX is refused, not walked.
+        let mut walk = Walk::new("/a", ());
+        assert_eq!(walk.next_name().as_deref(), Some("a"));
+        let e = walk.follow(&"x/".repeat(MAX_LINK)).unwrap_err();
+        assert_eq!(e.to_string(), "/a: a symbolic link longer than 4096 bytes");
     }
 
     #[test]

@@ -282,8 +282,14 @@ impl Cmdline {
                 Some((k, v)) => (k, Some(v)),
                 None => (line, None),
             };
-            if !matches!(key, "iso" | "iso.extents" | "iso.fingerprint") {
-                return Err(bad("iso.map", "lines of iso=, iso.extents= and iso.fingerprint=", line));
+            // A map names a file on a disk: a URL here would skip the checks `parse` made.
+            let remote = key == "iso" && value.is_some_and(url::is_remote);
+            if !matches!(key, "iso" | "iso.extents" | "iso.fingerprint") || remote {
+                return Err(bad(
+                    "iso.map",
+                    "lines of iso=[SOURCE:]/PATH, iso.extents= and iso.fingerprint=",
+                    line,
+                ));
             }
             apply_iso_key(&mut from_map, key, value)?;
         }
@@ -615,6 +621,9 @@ mod tests {
         assert_eq!(remote(&c).unwrap().path, "/live");
         // The last iso= wins.
         assert_eq!(parse("iso=nbd://h/x iso=/a.iso").unwrap().iso, loc(None, "/a.iso"));
+        // A map names a file on a disk; a URL there would skip the plain-HTTP check.
+        let mut c = parse("iso.map=/m").unwrap();
+        assert!(c.apply_map("iso=http://10.0.0.1/d.iso").is_err());
         let e = parse("iso=nbd://h:x/live").unwrap_err().to_string();
         assert!(e.contains("expected http://HOST[:PORT]/PATH"), "{e}");
     }

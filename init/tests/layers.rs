@@ -85,17 +85,32 @@ fn target(path: &str) -> String {
     first.to_string()
 }
 
-/// Every module that `text` (the code of `module`, tests left out) names.
-fn uses(module: &str, text: &str) -> BTreeSet<String> {
-    let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+/// The code of a file without its test modules (`#[cfg(test)] mod …`), which come last
+/// and may use anything.
+fn without_tests(text: &str) -> &str {
+    let mut at = 0;
+    while let Some(i) = text[at..].find("#[cfg(test)]\n") {
+        let start = at + i;
+        let next = text[start..].lines().nth(1).unwrap_or("").trim_start();
+        if next.starts_with("mod ") || next.starts_with("pub mod ") {
+            return &text[..start];
+        }
+        at = start + 1;
+    }
+    text
+}
+
+/// Every module of `modules` that `text` (the code of `module`, tests left out) names.
+fn uses(module: &str, text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let code = without_tests(text);
     let code: String =
         code.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
     let mut out = BTreeSet::new();
+    // `super::` in a submodule file names its parent, in a top-level file the crate root, and
+    // in an inline module (`mod ioctl { use super::… }`) the file's own items: only names of
+    // modules count.
     let parent = module.rsplit_once("::").map(|(p, _)| p);
     for (prefix, base) in [("crate::", None), ("super::", parent)] {
-        if prefix == "super::" && base.is_none() {
-            continue;
-        }
         let mut rest = code.as_str();
         while let Some(i) = rest.find(prefix) {
             rest = &rest[i + prefix.len()..];
@@ -137,7 +152,7 @@ fn uses(module: &str, text: &str) -> BTreeSet<String> {
                     Some(b) => target(&format!("{b}::{item}")),
                     None => target(item),
                 };
-                if name != module && name != "self" {
+                if name != module && (prefix == "crate::" || modules.contains(&name)) {
                     out.insert(name);
                 }
             }
@@ -164,6 +179,7 @@ fn modules_use_only_the_layers_below_them() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(f.strip_prefix(&src).unwrap())).collect();
     let mut wrong = Vec::new();
     let mut seen = BTreeSet::new();
     for file in files {
@@ -176,7 +192,7 @@ fn modules_use_only_the_layers_below_them() {
             continue;
         };
         seen.insert(module.clone());
-        for used in uses(&module, &std::fs::read_to_string(&file).unwrap()) {
+        for used in uses(&module, &std::fs::read_to_string(&file).unwrap(), &modules) {
             match rank(&used) {
                 Some(r) if r < mine => {}
                 Some(_) => wrong.push(format!("{module} uses {used}, which is not below it")),
@@ -197,6 +213,12 @@ fn the_reader_of_uses_sees_groups_paths_macros_and_super() {
     let text = "use crate::{attach::{self, Attached}, dm};\nuse super::{dns, link::Net};\n\
                 fn f() { crate::info!(\"x\"); crate::net::http::to_ram(); }\n\
                 // crate::pid1 in a comment\n#[cfg(test)]\nmod tests { use crate::boot; }";
-    let got: Vec<String> = uses("net::nbd", text).into_iter().collect();
+    let modules: BTreeSet<String> =
+        ["attach", "dm", "net::dns", "net::link"].iter().map(|m| m.to_string()).collect();
+    let got: Vec<String> = uses("net::nbd", text, &modules).into_iter().collect();
     assert_eq!(got, ["attach", "console", "dm", "net::dns", "net::http", "net::link"]);
+    // In a top-level file `super::` is the crate root; in an inline module, the file.
+    let text = "use super::attach;\nmod ioctl { use super::DmIoctl; }\n#[cfg(test)]\npub mod recording { use crate::boot; }";
+    let got: Vec<String> = uses("dm", text, &modules).into_iter().collect();
+    assert_eq!(got, ["attach"]);
 }

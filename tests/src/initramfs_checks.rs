@@ -88,7 +88,8 @@ fn profile_and_module(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), S
 }
 
 pub fn run(isoroot: &Path, init: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
-    let checks: [(&str, fn(&Path, &Path, &Fixtures) -> Result<(), String>); 2] = [
+    type Check = fn(&Path, &Path, &Fixtures) -> Result<(), String>;
+    let checks: [(&str, Check); 2] = [
         ("mkinitramfs --compress none, gzip, xz, zstd", compress),
         ("mkinitramfs --profile and --add-module, standalone and addon", profile_and_module),
     ];

@@ -103,7 +103,8 @@ fn grub_options(isoroot: &Path, f: &Fixtures) -> Result<(), String> {
 }
 
 pub fn run(isoroot: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
-    let checks: [(&str, fn(&Path, &Fixtures) -> Result<(), String>); 2] = [
+    type Check = fn(&Path, &Fixtures) -> Result<(), String>;
+    let checks: [(&str, Check); 2] = [
         ("menu --ipxe: an ISO's file name cannot add commands", ipxe_names_stay_text),
         (
             "menu --grub: hints by default, --no-hints, --pin-sha256, the ISO's loopback.cfg entry",

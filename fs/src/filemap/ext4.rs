@@ -2,6 +2,7 @@
 //! directory blocks. Read-only and just enough to map one file.
 
 use super::{corrupt, find, FileMap, Lookup, Run, ScanError};
+use crate::pathwalk::MAX_LINK;
 use crate::superblock::{EXT4_INCOMPAT_64BIT, EXT4_INCOMPAT_RECOVER};
 use crate::{le16, le32, ReadAt};
 
@@ -277,6 +278,9 @@ pub fn map(dev: &(impl ReadAt + ?Sized), path: &str) -> Result<FileMap, ScanErro
         };
         let inode = fs.inode(n)?;
         Ok(if inode.is_symlink() {
+            if inode.size > MAX_LINK as u64 {
+                return Err(corrupt(format!("a symbolic link of {} bytes in {name}", inode.size)));
+            }
             let target = if inode.size < 60 && inode.flags & EXTENTS_FL == 0 {
                 inode.i_block[..inode.size as usize].to_vec()
             } else {

@@ -7,7 +7,7 @@ mod ext4;
 mod fat;
 mod ntfs;
 
-use crate::pathwalk::{TooManyLinks, Walk};
+use crate::pathwalk::{BadLink, Walk};
 use crate::superblock::FsKind;
 use crate::ReadAt;
 use std::fmt;
@@ -116,8 +116,8 @@ impl fmt::Display for ScanError {
     }
 }
 
-impl From<TooManyLinks> for ScanError {
-    fn from(e: TooManyLinks) -> Self {
+impl From<BadLink> for ScanError {
+    fn from(e: BadLink) -> Self {
         ScanError::Unsupported(e.to_string())
     }
 }

@@ -141,7 +141,6 @@ fn first_link(ifaces: Vec<Iface>, rtnl: &mut rtnl::Rtnl, deadline: Instant) -> R
 /// An address on the first interface with a link, by `ip=` or DHCP, within `iso.timeout`.
 pub fn bring_up(c: &Cmdline, hw: &mut Hardware) -> Result<Net> {
     let conf = ipconf::parse(c.get("ip"))?;
-    let deadline = Instant::now() + c.timeout;
     let device = conf.device.as_deref();
     let ifaces = crate::devices::poll(c.timeout, "a network interface", hw, |_| {
         let found: Vec<Iface> =
@@ -150,6 +149,8 @@ pub fn bring_up(c: &Cmdline, hw: &mut Hardware) -> Result<Net> {
     })?;
     hw.settle();
     let ifaces = ifaces.ok_or_else(|| no_interface(device, c.timeout))?;
+    // The link and the lease get iso.timeout from here, once the drivers are in.
+    let deadline = Instant::now() + c.timeout;
     let mut rtnl = rtnl::Rtnl::open().context("opening a netlink socket")?;
     let iface = first_link(ifaces, &mut rtnl, deadline)?;
     let net = match conf.method {
