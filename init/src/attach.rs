@@ -153,7 +153,8 @@ fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -
     let source = locate::wait_for_device(src, c.timeout, hw)?;
     let why = trust_hints(&source, &loc.path, extents, &want)?;
     let (major, minor) = source.numbers()?;
-    let targets = dm::table(extents, major, minor, source.size / 512)?;
+    let targets =
+        dm::fit_blocks(dm::table(extents, major, minor, source.size / 512)?, source.logical_block())?;
     let lens: Vec<u64> = extents.iter().map(|e| e.sectors * 512).collect();
     let len: u64 = lens.iter().sum();
     let (dev, iso) = map_checked(sys, &dm::name_for(&loc.path), &targets, |file| {
@@ -166,7 +167,8 @@ fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -
         }
         check_image(file, len, c, &loc.to_string())
     })?;
-    Ok(Attached { dev, iso, source: Some(source), how: format!("dm-linear from extent hints ({why})") })
+    let (dev, how) = for_isofs(sys, dev, &source, format!("dm-linear from extent hints ({why})"))?;
+    Ok(Attached { dev, iso, source: Some(source), how })
 }
 
 /// Why a scan cannot help, and whether the loop path could (a missing file is missing
@@ -207,7 +209,9 @@ fn by_scan(
     let name = loc.to_string();
     iso9660::check_len(map.size, &name).map_err(Final)?;
     let (major, minor) = source.numbers().map_err(TryLoop)?;
-    let targets = dm::scan_table(&map.runs, major, minor).map_err(TryLoop)?;
+    let targets = dm::scan_table(&map.runs, major, minor)
+        .and_then(|t| dm::fit_blocks(t, source.logical_block()))
+        .map_err(TryLoop)?;
     // A map that holds no ISO may be a misreading of this filesystem (a feature the reader
     // does not know it should refuse): the kernel's driver gets to read the file too. A sum
     // that differs is the file's own and final.
@@ -230,7 +234,22 @@ fn by_scan(
         return Err(Final(e));
     }
     let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
+    let (dev, how) = for_isofs(sys, dev, &source, how).map_err(TryLoop)?;
     Ok(Attached { dev, iso, source: Some(source), how })
+}
+
+/// isofs reads 2048-byte blocks and refuses a device whose sectors are larger (a 4Kn disk,
+/// and the dm device over it): there the ISO is read through a loop device on the dm device,
+/// whose sectors are 512 bytes.
+fn for_isofs(sys: &mut dyn Sys, dev: PathBuf, source: &BlockDev, how: String) -> Result<(PathBuf, String)> {
+    let block = source.logical_block();
+    if block <= 2048 {
+        return Ok((dev, how));
+    }
+    let looped = sys
+        .attach_loop(&dev, Window::default())
+        .with_context(|| format!("attaching {} to a loop device", dev.display()))?;
+    Ok((looped, format!("{how}, read through a loop device ({block}-byte sectors)")))
 }
 
 /// (c): the file in the read-only mounted filesystem, on a read-only loop device.

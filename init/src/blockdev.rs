@@ -52,6 +52,16 @@ impl fmt::Display for BlockDev {
 }
 
 impl BlockDev {
+    /// The device's logical block size in bytes (512, or 4096 on a 4Kn disk); a partition
+    /// has its disk's.
+    pub fn logical_block(&self) -> u64 {
+        let sys = Path::new("/sys/class/block").join(&self.name);
+        [sys.join("queue/logical_block_size"), sys.join("../queue/logical_block_size")]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+            .unwrap_or(512)
+    }
+
     /// The device's major and minor number, as device-mapper tables name it.
     pub fn numbers(&self) -> Result<(u32, u32)> {
         let text = std::fs::read_to_string(Path::new("/sys/class/block").join(&self.name).join("dev"))

@@ -214,6 +214,31 @@ pub fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
         .collect()
 }
 
+/// `targets` fitted to the source device's logical block of `block` bytes (4096 on a 4Kn
+/// disk): the kernel refuses a table whose targets start or end inside one. The last target
+/// is rounded up, which reads only the slack of the file's own last block (a filesystem
+/// block is never smaller than the device's); anything else off a block boundary is refused.
+pub fn fit_blocks(mut targets: Vec<Target>, block: u64) -> Result<Vec<Target>> {
+    let per = (block / 512).max(1);
+    let last = targets.len().saturating_sub(1);
+    for (i, t) in targets.iter_mut().enumerate() {
+        let (start, sectors) = match t {
+            Target::Linear { start, sectors, .. } => (*start, sectors),
+            Target::Zero { sectors } => (0, sectors),
+        };
+        if i == last {
+            *sectors = sectors.next_multiple_of(per);
+        }
+        if start % per != 0 || *sectors % per != 0 {
+            bail!(
+                "the file's sectors {start}+{} are not whole {block}-byte logical blocks of the device",
+                *sectors
+            );
+        }
+    }
+    Ok(targets)
+}
+
 /// The sectors of `len` bytes at `offset` (the last one rounded up, which stays inside its
 /// allocated block); None off a sector boundary.
 fn run_sectors(offset: u64, len: u64) -> Option<Extent> {
@@ -334,6 +359,18 @@ mod tests {
         assert!(err.contains("extent 2 is nothing in the hints"), "{err}");
         // Holes have no sectors.
         assert_eq!(sectors(&[Run::Zero { len: 4096 }]), None);
+    }
+
+    #[test]
+    fn tables_fit_4kn_blocks() {
+        let lin = |start, sectors| Target::Linear { major: 8, minor: 0, start, sectors };
+        // An ISO of an odd number of 2048-byte blocks: its last target ends mid-block.
+        let t = vec![lin(2048, 64), Target::Zero { sectors: 8 }, lin(4096, 12)];
+        assert_eq!(fit_blocks(t.clone(), 512).unwrap(), t);
+        assert_eq!(fit_blocks(t, 4096).unwrap(), [lin(2048, 64), Target::Zero { sectors: 8 }, lin(4096, 16)]);
+        // Only the last may be rounded: a middle one off a block boundary cannot be mapped.
+        assert!(fit_blocks(vec![lin(2048, 12), lin(4096, 8)], 4096).is_err());
+        assert!(fit_blocks(vec![lin(2049, 8)], 4096).is_err());
     }
 
     #[test]

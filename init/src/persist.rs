@@ -164,7 +164,7 @@ fn current_map(source: &BlockDev, loc: &Location, hints: Option<&[Extent]>) -> R
         })?;
     }
     let (major, minor) = source.numbers()?;
-    Ok((dm::table(&now, major, minor, source.size / 512)?, map.size))
+    Ok((dm::fit_blocks(dm::table(&now, major, minor, source.size / 512)?, source.logical_block())?, map.size))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The boot cases: what is attached, what the kernel is told, and what the console must say.
 
 use crate::fixtures::{
-    Fixtures, BAD_UUID, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_DISK_ID, FAT_LABEL,
+    Fixtures, BAD_UUID, EMPTY_UUID, EXFAT_LABEL, EXFAT_PATH, EXT4_UUID, FAT_DISK_ID, FAT_LABEL, FOURK_UUID,
     FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, NTFS_DIRTY_LABEL, NTFS_FRAG_LABEL, NTFS_LABEL, NTFS_PATH,
     PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
 };
@@ -41,6 +41,8 @@ pub struct Case {
     /// commands (a key press, a disk plugged in late).
     pub during: Option<During>,
     pub memory_mb: u32,
+    /// The disks' sector size: 512, or 4096 for 4Kn disks.
+    pub sector: u32,
     /// Boot the first disk through this firmware and its boot loader instead of handing
     /// QEMU the kernel (`append` and `initrd` are then unused).
     pub firmware: Option<Firmware>,
@@ -83,6 +85,7 @@ impl Case {
             then: None,
             during: None,
             memory_mb: 512,
+            sector: 512,
             firmware: None,
         }
     }
@@ -583,6 +586,26 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.overlay.size=64M"),
             and(via(debian(), &scan("ext4")), &["mount: tmpfs /run/live/overlay tmpfs rw,", ",size=65536k,"], &[]),
         ),
+        // On a disk of 4096-byte sectors the kernel refuses a dm table whose last target ends
+        // mid-sector (the ISO's last half-used block is mapped whole), and isofs refuses a
+        // device with sectors above 2048 bytes (a loop device over the dm device has 512).
+        Case {
+            sector: 4096,
+            ..case(
+                "4Kn disk, an ISO of an odd number of 2048-byte blocks: dm-linear from a scan",
+                &["ext4-4kn"],
+                format!("iso=UUID={FOURK_UUID}:/isos/debian-live.iso"),
+                and(
+                    via(debian(), &scan("ext4")),
+                    &[
+                        "read through a loop device (4096-byte sectors)",
+                        "loop: loop0 /dev/mapper/debian-live offset=0",
+                        "mount: /dev/loop0 /run/live/medium iso9660 ro",
+                    ],
+                    &[host],
+                ),
+            )
+        },
         // A forced way fails with its reason instead of falling back to the next one.
         case(
             "iso.attach=scan on a filesystem that needs recovery: fails, no loop fallback",
@@ -728,6 +751,7 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
             echo,
             monitor: case.during.as_ref().map(|_| monitor_socket(&slug)),
             memory_mb: case.memory_mb,
+            sector: case.sector,
             nic: Nic::None,
         };
         let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;

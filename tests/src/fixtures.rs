@@ -30,6 +30,8 @@ pub const EXFAT_PATH: &str = "/my isos/generic live.iso";
 /// Debian and Fedora layouts beside it, for the handoff boots.
 pub const EXFAT_DEBIAN: &str = "/my isos/debian live.iso";
 pub const EXFAT_FEDORA: &str = "/my isos/fedora live.iso";
+/// The ext4 filesystem (4096-byte blocks) for a disk of 4096-byte sectors (4Kn).
+pub const FOURK_UUID: &str = "12121212-3434-5656-7878-909090909090";
 /// The ext4 disk with one ISO per distro layout in /isos.
 pub const DISTROS_UUID: &str = "99999999-aaaa-bbbb-cccc-dddddddddddd";
 /// The FAT32 stick's MBR disk identifier, so that its partition is PARTUUID=1507c0de-01.
@@ -150,8 +152,14 @@ fn layers(work: &Path, tree_dir: &Path, names: &[(&str, bool)]) -> Result<()> {
 }
 
 fn ext4(stage: &Path, uuid: &str, label: &str, out: &Path) -> Result<()> {
+    ext4_options(stage, uuid, label, out, &[])
+}
+
+fn ext4_options(stage: &Path, uuid: &str, label: &str, out: &Path, options: &[&str]) -> Result<()> {
     run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
+        .args(["-q", "-F"])
+        .args(options)
+        .arg("-d")
         .arg(stage)
         .args(["-U", uuid, "-L", label])
         .arg(out)
@@ -751,6 +759,20 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     run(Command::new("tune2fs").args(["-U", "88888888-9999-aaaa-bbbb-cccccccccccc"]).arg(&img))?;
     disks.insert("ext4-twin", img);
 
+    // A 4Kn disk: 4096-byte blocks, and the ISO grown to an odd number of 2048-byte blocks,
+    // so that its last block is half used (ISO readers ignore what follows the volume).
+    let stage = work.join("stage-4kn");
+    fs::create_dir_all(stage.join("isos"))?;
+    let mut iso = fs::read(&debian)?;
+    if (iso.len() / 2048) % 2 == 0 {
+        iso.resize(iso.len() + 2048, 0);
+    }
+    fs::write(stage.join("isos/debian-live.iso"), iso)?;
+    let img = dir.join("ext4-4kn.img");
+    ext4_options(&stage, FOURK_UUID, "fourk", &img, &["-b", "4096"])?;
+    disks.insert("ext4-4kn", img);
+
+    let stage = work.join("stage-empty");
     let img = dir.join("ext4-empty.img");
     ext4(&stage, EMPTY_UUID, "empty", &img)?;
     disks.insert("ext4-empty", img);

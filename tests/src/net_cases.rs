@@ -65,6 +65,7 @@ impl Net<'_> {
             echo: false,
             monitor: None,
             memory_mb: 512,
+            sector: 512,
             nic,
         };
         Vm::start(&spec).map_err(|e| format!("{e:#}"))

@@ -31,6 +31,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         echo: false,
         monitor: None,
         memory_mb: 512,
+        sector: 512,
         nic: Nic::None,
     };
     let works = Vm::start(&spec)
@@ -94,6 +95,8 @@ pub struct VmSpec {
     pub monitor: Option<PathBuf>,
     pub memory_mb: u32,
     pub nic: Nic,
+    /// The disks' logical and physical sector size: 512, or 4096 for a 4Kn disk.
+    pub sector: u32,
 }
 
 pub struct Vm {
@@ -146,7 +149,7 @@ impl Vm {
             }
         }
         let mut overlays = Vec::new();
-        for d in &spec.disks {
+        for (i, d) in spec.disks.iter().enumerate() {
             let drive = match spec.writes {
                 Writes::Refused => format!("file={},format=raw,if=virtio,readonly=on", d.display()),
                 Writes::Kept => format!("file={},format=raw,if=virtio", d.display()),
@@ -159,7 +162,16 @@ impl Vm {
                     drive
                 }
             };
-            c.arg("-drive").arg(drive);
+            if spec.sector == 512 {
+                c.arg("-drive").arg(drive);
+            } else {
+                let id = format!("disk{i}");
+                let drive = drive.replace("if=virtio", &format!("if=none,id={id}"));
+                c.arg("-drive").arg(drive).arg("-device").arg(format!(
+                    "virtio-blk-pci,drive={id},logical_block_size={0},physical_block_size={0}",
+                    spec.sector
+                ));
+            }
         }
         let nic = match (spec.nic, &spec.boot) {
             (Nic::None, _) => None,

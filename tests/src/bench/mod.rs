@@ -79,6 +79,7 @@ impl Bench<'_> {
             echo: false,
             monitor: None,
             memory_mb: 1536,
+            sector: 512,
             nic: e.nic,
         };
         let mut vm = Vm::start(&spec)?;
