@@ -247,6 +247,7 @@ impl Drop for Mounted {
 }
 
 /// Extent hints taken by `isoroot extents` as a user would, and the same words made stale.
+#[derive(Default)]
 pub struct HintWords {
     /// For /isos/debian-live.iso.
     pub good: String,
@@ -651,19 +652,22 @@ pub(crate) fn concat_initrds(parts: &[&Path], out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
+/// The fixtures' folder, and a work folder in it made afresh.
+fn folders() -> Result<(PathBuf, PathBuf)> {
     let dir = crate::target().join("isoroot-tests");
     let work = dir.join("work");
     if work.exists() {
         fs::remove_dir_all(&work)?;
     }
-    fs::create_dir_all(&work)?;
-    let isos = work.join("isos");
-    fs::create_dir_all(&isos)?;
+    fs::create_dir_all(work.join("isos"))?;
+    Ok((dir, work))
+}
 
-    // debian-live: live-build's layout.
+/// debian-live.iso in live-build's layout, with the loopback.cfg live-build writes; returns
+/// its tree (other ISOs are made from it) and the ISO.
+fn debian_live(work: &Path) -> Result<(PathBuf, PathBuf)> {
     let tree = work.join("tree-debian");
-    layers(&work, &tree.join("live"), &[("debian", true)])?;
+    layers(work, &tree.join("live"), &[("debian", true)])?;
     // live-build's names: one filesystem.squashfs, the kernel and initrd beside it.
     fs::rename(tree.join("live/debian.squashfs"), tree.join("live/filesystem.squashfs"))?;
     fs::write(tree.join("live/vmlinuz"), "not a kernel")?;
@@ -674,8 +678,53 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
         tree.join("boot/grub/loopback.cfg"),
         "menuentry \"Live system\" {\n    linux /live/vmlinuz boot=live components findiso=${iso_path}\n    initrd /live/initrd.img\n}\n",
     )?;
-    let debian = isos.join("debian-live.iso");
+    let debian = work.join("isos/debian-live.iso");
     iso(&tree, "d-live 12.8.0 st amd64", &debian)?;
+    Ok((tree, debian))
+}
+
+/// The ext4 disk that holds /isos/debian-live.iso and /isos/notiso.iso (made here too: 1 MiB
+/// that is no ISO).
+fn ext4_debian(work: &Path, dir: &Path, debian: &Path) -> Result<PathBuf> {
+    let notiso = work.join("isos/notiso.iso");
+    fs::write(&notiso, vec![0x5a; 1 << 20])?;
+    let stage = work.join("stage-ext4");
+    fs::create_dir_all(stage.join("isos"))?;
+    fs::copy(debian, stage.join("isos/debian-live.iso"))?;
+    fs::copy(&notiso, stage.join("isos/notiso.iso"))?;
+    let img = dir.join("ext4-debian.img");
+    ext4(&stage, EXT4_UUID, "isodisk", &img)?;
+    Ok(img)
+}
+
+/// What `cargo xtask demo` boots, and nothing else: debian-live.iso on the ext4 disk, and
+/// the standalone initramfs. The other fixtures' fields are empty.
+pub fn demo(isoroot: &Path, init: &Path) -> Result<Fixtures> {
+    let (dir, work) = folders()?;
+    let (_, debian) = debian_live(&work)?;
+    let disk = ext4_debian(&work, &dir, &debian)?;
+    let (kernel, kver) = kernel()?;
+    let plain = mkinitramfs(isoroot, init, &kver, &dir.join("initrd.img"), &[])?;
+    let debian_sha256 = sha256sum(&debian)?;
+    fs::remove_dir_all(&work)?;
+    Ok(Fixtures {
+        isos: dir.join("isos"),
+        dir,
+        kernel,
+        kver,
+        initrds: BTreeMap::from([("plain", plain)]),
+        disks: BTreeMap::from([("ext4-debian", disk)]),
+        hints: HintWords::default(),
+        ext3_hints: HintWords::default(),
+        stale_hints: String::new(),
+        debian_sha256,
+    })
+}
+
+pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
+    let (dir, work) = folders()?;
+    let isos = work.join("isos");
+    let (tree, debian) = debian_live(&work)?;
     let debian_sha256 = sha256sum(&debian)?;
     // The same without Rock Ridge: Joliet names only, and plain ISO 9660 names only.
     for (file, joliet) in [("debian-joliet.iso", "on"), ("debian-plain.iso", "off")] {
@@ -715,9 +764,6 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let generic = isos.join("generic.iso");
     iso(&tree, "GENERIC", &generic)?;
 
-    let notiso = isos.join("notiso.iso");
-    fs::write(&notiso, vec![0x5a; 1 << 20])?;
-
     // Broken media: a root image cut short (its superblock promises more than is there),
     // an ISO with no layout any profile knows, and cut and empty copies.
     let tree = work.join("tree-corrupt");
@@ -742,13 +788,7 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     std::os::unix::fs::symlink("loop1", bad_stage.join("isos/loop2"))?;
 
     let mut disks = BTreeMap::new();
-    let stage = work.join("stage-ext4");
-    fs::create_dir_all(stage.join("isos"))?;
-    fs::copy(&debian, stage.join("isos/debian-live.iso"))?;
-    fs::copy(&notiso, stage.join("isos/notiso.iso"))?;
-    let img = dir.join("ext4-debian.img");
-    ext4(&stage, EXT4_UUID, "isodisk", &img)?;
-    disks.insert("ext4-debian", img);
+    disks.insert("ext4-debian", ext4_debian(&work, &dir, &debian)?);
 
     let stage = work.join("stage-empty");
     fs::create_dir_all(stage.join("other"))?;

@@ -286,7 +286,7 @@ fn fuzz(secs: Option<&str>) -> Result<()> {
 fn demo() -> Result<()> {
     deps()?;
     let (isoroot, init) = build()?;
-    let f = fixtures::build(&isoroot, &init)?;
+    let f = fixtures::demo(&isoroot, &init)?;
     let accel = qemu::detect_accel(&f.kernel);
     println!(
         "\nBooting {} ({accel:?}) with isoroot's initramfs; the disk is an ext4 image holding \
