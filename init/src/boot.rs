@@ -72,10 +72,9 @@ fn with_module_failures(e: anyhow::Error, modules: &Modules) -> anyhow::Error {
     anyhow!("{e:#}\nkernel modules that failed to load:\n  {}", modules.failed.join("\n  "))
 }
 
-/// The boot up to the new root: attach the ISO, pick the profile, mount the live root on
-/// `newroot` (or decide to hand off).
-fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> {
-    timings::restart();
+/// The kernel command line with its map file applied, and the ISO it names; the console
+/// takes its verbosity from it.
+fn read_cmdline() -> Result<(Cmdline, Iso)> {
     let raw = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let mut cmdline = cmdline::parse(raw.trim_end())
         .map_err(|e| anyhow!("{e}\nthe command line was: {}", raw.trim_end()))?;
@@ -99,6 +98,49 @@ fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> 
             raw.trim_end()
         );
     };
+    Ok((cmdline, iso))
+}
+
+/// The ISO as a block device, from a disk or a server, copied to RAM when asked.
+fn attach_iso(sys: &mut dyn Sys, cmdline: &Cmdline, iso: &Iso, hw: &mut Hardware) -> Result<Attached> {
+    let name = iso.to_string();
+    let attached = match iso {
+        Iso::Remote(url) => net::attach(sys, cmdline, url, hw),
+        Iso::File(loc) => attach::attach(sys, cmdline, loc, hw),
+    };
+    let mut attached = attached.map_err(|e| with_module_failures(e, &hw.modules))?;
+    // An ISO from a web server is in RAM already; one from NBD or a disk is copied.
+    let in_ram = matches!(iso, Iso::Remote(u) if u.scheme != net::url::Scheme::Nbd);
+    if cmdline.toram && !in_ram {
+        attached = toram::copy(sys, attached, &name, cmdline.sha256.as_ref())?;
+    }
+    match &attached.source {
+        Some(dev) => crate::info!("found {name} on {dev}: {}", attached.how),
+        None => crate::info!("found {name}: {}", attached.how),
+    }
+    Ok(attached)
+}
+
+/// The overlay's writable layer: the persistence image when there is a good one, else tmpfs.
+fn upper(sys: &mut dyn Sys, cmdline: &Cmdline, attached: &Attached, hw: &mut Hardware) -> Upper {
+    match persist::attach(sys, cmdline, attached.source.as_ref(), hw) {
+        Ok(Some(dev)) => {
+            crate::info!("persistence: {}", dev.display());
+            Upper::Ext4(dev)
+        }
+        Ok(None) => Upper::Tmpfs(cmdline.overlay_size.clone()),
+        Err(e) => {
+            crate::warn!("iso.persist: {e:#}\nbooting without persistence: changes stay in RAM");
+            Upper::Tmpfs(cmdline.overlay_size.clone())
+        }
+    }
+}
+
+/// The boot up to the new root: attach the ISO, pick the profile, mount the live root on
+/// `newroot` (or decide to hand off).
+fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> {
+    timings::restart();
+    let (cmdline, iso) = read_cmdline()?;
     let profiles = profile::load()?;
     timings::mark("setup");
 
@@ -107,21 +149,8 @@ fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> 
     // Filesystem and device-mapper modules load while the storage drivers find the disk.
     let loading = Some(modules.load_list_in_background(Path::new(MODULE_LIST)));
     let mut hw = Hardware { modules, devices: Devices::default(), loading };
+    let attached = attach_iso(sys, &cmdline, &iso, &mut hw)?;
     let name = iso.to_string();
-    let attached = match &iso {
-        Iso::Remote(url) => net::attach(sys, &cmdline, url, &mut hw),
-        Iso::File(loc) => attach::attach(sys, &cmdline, loc, &mut hw),
-    };
-    let mut attached = attached.map_err(|e| with_module_failures(e, &hw.modules))?;
-    // An ISO from a web server is in RAM already; one from NBD or a disk is copied.
-    let in_ram = matches!(&iso, Iso::Remote(u) if u.scheme != net::url::Scheme::Nbd);
-    if cmdline.toram && !in_ram {
-        attached = toram::copy(sys, attached, &name, cmdline.sha256.as_ref())?;
-    }
-    match &attached.source {
-        Some(dev) => crate::info!("found {name} on {dev}: {}", attached.how),
-        None => crate::info!("found {name}: {}", attached.how),
-    }
     timings::mark("attach");
 
     let medium = Path::new(MEDIUM);
@@ -151,17 +180,7 @@ fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> 
             plan.profile.name
         ),
     };
-    let upper = match persist::attach(sys, &cmdline, attached.source.as_ref(), &mut hw) {
-        Ok(Some(dev)) => {
-            crate::info!("persistence: {}", dev.display());
-            Upper::Ext4(dev)
-        }
-        Ok(None) => Upper::Tmpfs(cmdline.overlay_size.clone()),
-        Err(e) => {
-            crate::warn!("iso.persist: {e:#}\nbooting without persistence: changes stay in RAM");
-            Upper::Tmpfs(cmdline.overlay_size.clone())
-        }
-    };
+    let upper = upper(sys, &cmdline, &attached, &mut hw);
     liveroot::mount_root(sys, &plan, &attached.dev, &upper, newroot)
         .map_err(|e| with_module_failures(e, &hw.modules))?;
     write_state(&cmdline, &plan, &attached)?;
