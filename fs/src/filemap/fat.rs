@@ -58,44 +58,55 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         let mut bs = [0u8; 512];
         dev.read_at(0, &mut bs)?;
         if is_exfat {
-            if le16(&bs, 0x6A) & 0x2 != 0 {
-                return Err(ScanError::Unclean(
-                    "exFAT's VolumeDirty flag is set (removed without being unmounted); \
-                     check it with fsck.exfat"
-                        .into(),
-                ));
-            }
-            let (ss, cs) = (u32::from(bs[0x6C]), u32::from(bs[0x6D]));
-            if !(9..=12).contains(&ss) || ss + cs > 25 {
-                return Err(corrupt("exFAT geometry"));
-            }
-            let sector = 1u64 << ss;
-            return Ok(Fs {
-                dev,
-                kind: Kind::Exfat,
-                cluster: sector << cs,
-                fat_offset: u64::from(le32(&bs, 0x50)) * sector,
-                heap: u64::from(le32(&bs, 0x58)) * sector,
-                clusters: le32(&bs, 0x5C),
-                fixed_root: None,
-                root: Start { first: le32(&bs, 0x60), contiguous: false },
-                fat_cache: HashMap::new(),
-            });
+            Self::exfat(dev, &bs)
+        } else {
+            Self::fat(dev, &bs)
         }
-        let sector = u64::from(le16(&bs, 0x0B));
+    }
+
+    /// exFAT's boot sector: geometry in powers of two, the root directory a cluster chain.
+    fn exfat(dev: &'a D, bs: &[u8; 512]) -> Result<Self, ScanError> {
+        if le16(bs, 0x6A) & 0x2 != 0 {
+            return Err(ScanError::Unclean(
+                "exFAT's VolumeDirty flag is set (removed without being unmounted); \
+                     check it with fsck.exfat"
+                    .into(),
+            ));
+        }
+        let (ss, cs) = (u32::from(bs[0x6C]), u32::from(bs[0x6D]));
+        if !(9..=12).contains(&ss) || ss + cs > 25 {
+            return Err(corrupt("exFAT geometry"));
+        }
+        let sector = 1u64 << ss;
+        Ok(Fs {
+            dev,
+            kind: Kind::Exfat,
+            cluster: sector << cs,
+            fat_offset: u64::from(le32(bs, 0x50)) * sector,
+            heap: u64::from(le32(bs, 0x58)) * sector,
+            clusters: le32(bs, 0x5C),
+            fixed_root: None,
+            root: Start { first: le32(bs, 0x60), contiguous: false },
+            fat_cache: HashMap::new(),
+        })
+    }
+
+    /// FAT12/16/32's BIOS parameter block; the FAT type follows from the cluster count.
+    fn fat(dev: &'a D, bs: &[u8; 512]) -> Result<Self, ScanError> {
+        let sector = u64::from(le16(bs, 0x0B));
         let per_cluster = u64::from(bs[0x0D]);
         if !matches!(sector, 512 | 1024 | 2048 | 4096) || per_cluster == 0 {
             return Err(corrupt("FAT geometry"));
         }
-        let reserved = u64::from(le16(&bs, 0x0E));
+        let reserved = u64::from(le16(bs, 0x0E));
         let fats = u64::from(bs[0x10]);
-        let root_entries = u64::from(le16(&bs, 0x11));
-        let total = match le16(&bs, 0x13) {
-            0 => u64::from(le32(&bs, 0x20)),
+        let root_entries = u64::from(le16(bs, 0x11));
+        let total = match le16(bs, 0x13) {
+            0 => u64::from(le32(bs, 0x20)),
             n => u64::from(n),
         };
-        let fat_size = match le16(&bs, 0x16) {
-            0 => u64::from(le32(&bs, 0x24)),
+        let fat_size = match le16(bs, 0x16) {
+            0 => u64::from(le32(bs, 0x24)),
             n => u64::from(n),
         };
         let root_sectors = (root_entries * 32).div_ceil(sector);
@@ -130,7 +141,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
             heap: data_start * sector,
             clusters: clusters as u32,
             fixed_root,
-            root: Start { first: if kind == Kind::Fat32 { le32(&bs, 0x2C) } else { 0 }, contiguous: false },
+            root: Start { first: if kind == Kind::Fat32 { le32(bs, 0x2C) } else { 0 }, contiguous: false },
             fat_cache: HashMap::new(),
         })
     }
