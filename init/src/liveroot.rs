@@ -158,6 +158,76 @@ fn mount_image(sys: &mut dyn Sys, file: &Path, dev: &Path, kind: FsKind, target:
     })
 }
 
+/// Where a profile's path goes: paths under /run move into the new root with /run; others
+/// are made inside it.
+fn place(newroot: &Path, path: &str) -> PathBuf {
+    if path.starts_with("/run/") {
+        PathBuf::from(path)
+    } else {
+        newroot.join(path.trim_start_matches('/'))
+    }
+}
+
+/// Mounts one root image read-only where the profile puts it (or the image nested in it, or
+/// the outer image itself when it nests none) and returns that place.
+fn mount_layer(
+    sys: &mut dyn Sys,
+    p: &Profile,
+    file: &Path,
+    iso_dev: &Path,
+    newroot: &Path,
+) -> Result<PathBuf> {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+    let (dev, kind) = attach_image(sys, file, Some(iso_dev))?;
+    let target = place(newroot, &p.layer_mount(&name));
+    if p.nested.is_empty() {
+        mount_image(sys, file, &dev, kind, &target)?;
+        return Ok(target);
+    }
+    let outer = place(newroot, &p.outer_mount(&name));
+    mount_image(sys, file, &dev, kind, &outer)?;
+    let nested = p.nested.iter().find_map(|n| {
+        let f = paths::resolve_in(&outer, n).unwrap_or_else(|_| outer.join(n.trim_start_matches('/')));
+        matches!(sys.probe(&f), Ok(Some(_))).then_some(f)
+    });
+    match nested {
+        Some(inner) => {
+            crate::debug!("{} holds the root image {}", file.display(), inner.display());
+            let (dev, kind) = attach_image(sys, &inner, None)?;
+            mount_image(sys, &inner, &dev, kind, &target)?;
+        }
+        None => {
+            sys.mkdir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+            sys.move_mount(&outer, &target)
+                .with_context(|| format!("moving {} to {}", outer.display(), target.display()))?;
+        }
+    }
+    Ok(target)
+}
+
+/// The overlay's writable layer on `upper`: a tmpfs, or the persistence image.
+fn mount_upper(sys: &mut dyn Sys, upper_layer: &Upper, upper: &Path) -> Result<()> {
+    sys.mkdir_all(upper).with_context(|| format!("creating {}", upper.display()))?;
+    match upper_layer {
+        Upper::Tmpfs(size) => {
+            let size = size.as_ref().map(|s| format!(",size={s}")).unwrap_or_default();
+            sys.mount(
+                "tmpfs",
+                upper,
+                "tmpfs",
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                &format!("mode=0755{size}"),
+            )
+            .with_context(|| format!("mounting the tmpfs for the overlay on {}", upper.display()))
+        }
+        Upper::Ext4(dev) => sys
+            .mount(&dev.to_string_lossy(), upper, "ext4", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "")
+            .with_context(|| {
+                format!("mounting the persistence image {} on {}", dev.display(), upper.display())
+            }),
+    }
+}
+
 /// Mounts each root image read-only (or the image nested in it), a tmpfs for the writable
 /// layer, the overlay on `newroot` (or, for a tmpfs root, where the profile puts it), and
 /// moves the medium where the profile exposes it.
@@ -175,65 +245,12 @@ pub fn mount_root(
         sys.mount("tmpfs", newroot, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=0755")
             .with_context(|| format!("mounting the tmpfs root on {}", newroot.display()))?;
     }
-    // Paths under /run move into the new root with /run; others are made inside it.
-    let place = |path: &str| -> PathBuf {
-        if path.starts_with("/run/") {
-            PathBuf::from(path)
-        } else {
-            newroot.join(path.trim_start_matches('/'))
-        }
-    };
     let mut lower = Vec::new();
     for file in &plan.layers {
-        let name =
-            file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
-        let (dev, kind) = attach_image(sys, file, Some(iso_dev))?;
-        let target = place(&p.layer_mount(&name));
-        if p.nested.is_empty() {
-            mount_image(sys, file, &dev, kind, &target)?;
-            lower.push(target);
-            continue;
-        }
-        let outer = place(&p.outer_mount(&name));
-        mount_image(sys, file, &dev, kind, &outer)?;
-        let nested = p.nested.iter().find_map(|n| {
-            let f = paths::resolve_in(&outer, n).unwrap_or_else(|_| outer.join(n.trim_start_matches('/')));
-            matches!(sys.probe(&f), Ok(Some(_))).then_some(f)
-        });
-        match nested {
-            Some(inner) => {
-                crate::debug!("{} holds the root image {}", file.display(), inner.display());
-                let (dev, kind) = attach_image(sys, &inner, None)?;
-                mount_image(sys, &inner, &dev, kind, &target)?;
-            }
-            None => {
-                sys.mkdir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-                sys.move_mount(&outer, &target)
-                    .with_context(|| format!("moving {} to {}", outer.display(), target.display()))?;
-            }
-        }
-        lower.push(target);
+        lower.push(mount_layer(sys, p, file, iso_dev, newroot)?);
     }
-    let upper = place(&p.overlay_at);
-    sys.mkdir_all(&upper).with_context(|| format!("creating {}", upper.display()))?;
-    match upper_layer {
-        Upper::Tmpfs(size) => {
-            let size = size.as_ref().map(|s| format!(",size={s}")).unwrap_or_default();
-            sys.mount(
-                "tmpfs",
-                &upper,
-                "tmpfs",
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                &format!("mode=0755{size}"),
-            )
-            .with_context(|| format!("mounting the tmpfs for the overlay on {}", upper.display()))?
-        }
-        Upper::Ext4(dev) => sys
-            .mount(&dev.to_string_lossy(), &upper, "ext4", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "")
-            .with_context(|| {
-                format!("mounting the persistence image {} on {}", dev.display(), upper.display())
-            })?,
-    }
+    let upper = place(newroot, &p.overlay_at);
+    mount_upper(sys, upper_layer, &upper)?;
     let (rw, work) = (upper.join("rw"), upper.join("work"));
     for d in [&rw, &work] {
         sys.mkdir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -241,14 +258,14 @@ pub fn mount_root(
     // overlayfs stacks lowerdir left over right: the top layer comes first.
     let lowerdir: Vec<String> = lower.iter().rev().map(|l| escape(l)).collect();
     let data = format!("lowerdir={},upperdir={},workdir={}", lowerdir.join(":"), escape(&rw), escape(&work));
-    let on = if tmpfs_root { place(&p.overlay_on) } else { newroot.to_path_buf() };
+    let on = if tmpfs_root { place(newroot, &p.overlay_on) } else { newroot.to_path_buf() };
     if tmpfs_root {
         sys.mkdir_all(&on).with_context(|| format!("creating {}", on.display()))?;
     }
     sys.mount("overlay", &on, "overlay", MsFlags::empty(), &data)
         .with_context(|| format!("mounting the overlay ({data}) on {}", on.display()))?;
     if p.medium != MEDIUM {
-        let target = place(&p.medium);
+        let target = place(newroot, &p.medium);
         sys.mkdir_all(&target).with_context(|| format!("creating {}", target.display()))?;
         sys.move_mount(Path::new(MEDIUM), &target)
             .with_context(|| format!("moving the medium to {}", target.display()))?;
