@@ -150,6 +150,15 @@ fn ipxe_menu(n: &Net) -> Result<(), String> {
     n.finish(vm, "ipxe", &expect)
 }
 
+/// A server that does not say how big the ISO is: refused before any RAM is spent.
+fn http_no_length(n: &Net) -> Result<(), String> {
+    let server = n.http()?;
+    let url = format!("http://{HOST}:{}{}", server.port, servers::NO_LENGTH);
+    let expect =
+        failure(&[&format!("{url}: no Content-Length: isoroot needs the size before it spends RAM")]);
+    n.boot("http-no-length", &format!("iso={url} iso.insecure"), Nic::User, &expect)
+}
+
 /// rustls in the guest meets a certificate no bundled root signed (openssl s_server's
 /// self-signed one) and says so.
 fn https_untrusted(n: &Net) -> Result<(), String> {
@@ -292,10 +301,11 @@ fn no_dhcp(n: &Net) -> Result<(), String> {
 }
 
 pub fn run(f: &Fixtures, isoroot: &Path, accel: Accel, filter: Option<&str>) -> Vec<Outcome> {
-    let tests: [(&str, Test); 10] = [
+    let tests: [(&str, Test); 11] = [
         ("network: HTTP download into RAM, redirect, sha256", http_ok),
         ("network: HTTP with a wrong sha256 stops", http_wrong_sum),
         ("network: HTTP 404 says what the server lacks", http_missing),
+        ("network: HTTP without a Content-Length is refused", http_no_length),
         ("network: HTTPS with an untrusted certificate stops", https_untrusted),
         ("network: isoroot menu --ipxe, run by iPXE", ipxe_menu),
         ("network: NBD, three guests on one export at once", nbd_three),

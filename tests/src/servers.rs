@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A small HTTP/1.1 server: the files under a folder, a redirect from `/latest.iso` to
-/// [`LATEST`], 404 for anything else.
+/// [`LATEST`], an answer without a size at [`NO_LENGTH`], 404 for anything else.
 pub struct HttpServer {
     pub port: u16,
     stop: Arc<AtomicBool>,
@@ -20,6 +20,9 @@ pub struct HttpServer {
 }
 
 pub const LATEST: &str = "/isos/debian-live.iso";
+/// Answered 200 with a body but no Content-Length (HTTP/1.0 style: the end of the body is
+/// the end of the connection).
+pub const NO_LENGTH: &str = "/nolength.iso";
 
 fn serve(mut s: TcpStream, root: &Path) -> std::io::Result<()> {
     let mut r = BufReader::new(s.try_clone()?);
@@ -38,6 +41,10 @@ fn serve(mut s: TcpStream, root: &Path) -> std::io::Result<()> {
         let data = std::fs::read(file)?;
         write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n", data.len())?;
         return s.write_all(&data);
+    }
+    if path == NO_LENGTH {
+        write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")?;
+        return s.write_all(&[0u8; 4096]);
     }
     if path == "/latest.iso" {
         return write!(
