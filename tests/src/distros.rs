@@ -153,7 +153,7 @@ pub fn build(work: &Path, isos: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
 /// The third-party initrds, built once per kernel and kept (they take a minute each):
 /// Debian's initramfs-tools (with live-boot installed, as live-build's chroot has it), Debian's
 /// dracut with dmsquash-live, and the initramfs-tools one with its modules recompressed as
-/// .ko.xz and .ko.zst.
+/// .ko.gz, .ko.xz and .ko.zst.
 pub fn third_party(dir: &Path, kver: &str) -> Result<[(&'static str, PathBuf); 3]> {
     let itools = dir.join(format!("initramfs-tools-{kver}.img"));
     if !itools.exists() {
@@ -172,15 +172,17 @@ pub fn third_party(dir: &Path, kver: &str) -> Result<[(&'static str, PathBuf); 3
         .context("dracut (packages dracut-core, dracut-live)")?;
         fs::rename(&tmp, &dracut)?;
     }
-    let recompressed = dir.join(format!("recompressed-{kver}.img"));
+    // The recipe is in the name: a changed recipe makes a new image.
+    let recompressed = dir.join(format!("recompressed-gz-xz-zst-{kver}.img"));
     if !recompressed.exists() {
         recompress(&itools, kver, &recompressed)?;
     }
     Ok([("initramfs-tools", itools), ("dracut", dracut), ("recompressed", recompressed)])
 }
 
-/// Unpacks an initramfs-tools initrd, compresses its drivers with xz and every other module
-/// with zstd (as distros ship them), regenerates modules.dep with depmod, and packs it again.
+/// Unpacks an initramfs-tools initrd, compresses overlayfs with gzip, its drivers with xz and
+/// every other module with zstd (as distros ship them), regenerates modules.dep with depmod,
+/// and packs it again.
 fn recompress(initrd: &Path, kver: &str, out: &Path) -> Result<()> {
     let un = out.with_extension("d");
     if un.exists() {
@@ -190,14 +192,27 @@ fn recompress(initrd: &Path, kver: &str, out: &Path) -> Result<()> {
     let modules = un.join("usr/lib/modules").join(kver);
     let modules = if modules.exists() { modules } else { un.join("lib/modules").join(kver) };
     let list = cmd("find", [modules.to_str().unwrap(), "-name", "*.ko"])?;
+    let mut gz = Vec::new();
     for ko in String::from_utf8(list.stdout)?.lines() {
-        if ko.contains("/kernel/drivers/") {
+        if ko.contains("/kernel/fs/overlayfs/") {
+            gz.push(ko.to_string());
+        } else if ko.contains("/kernel/drivers/") {
             cmd("xz", ["--check=crc32", "-q", ko])?;
         } else {
             cmd("zstd", ["-q", "--rm", ko])?;
         }
     }
     run(Command::new("depmod").arg("-b").arg(&un).arg(kver))?;
+    // gzip after depmod, which Debian builds without zlib: a distro that ships .ko.gz has a
+    // depmod that reads them, and its modules.dep names them so.
+    let dep = modules.join("modules.dep");
+    let mut text = fs::read_to_string(&dep)?;
+    for ko in &gz {
+        cmd("gzip", ["-q", ko])?;
+        let rel = Path::new(ko).strip_prefix(&modules)?.to_string_lossy().into_owned();
+        text = text.replace(&rel, &format!("{rel}.gz"));
+    }
+    fs::write(&dep, text)?;
     let script = format!(
         "cd '{}' && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | zstd -q -3 > '{}'",
         un.display(),

@@ -179,7 +179,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             ),
         ),
         combined(
-            "combined: modules recompressed as .ko.xz and .ko.zst",
+            "combined: modules recompressed as .ko.gz, .ko.xz and .ko.zst",
             "recompressed",
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso iso.debug"),
@@ -188,6 +188,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
                 &[
                     "loaded module squashfs from kernel/fs/squashfs/squashfs.ko.zst",
                     "loaded module virtio_blk from kernel/drivers/block/virtio_blk.ko.xz",
+                    "loaded module overlay from kernel/fs/overlayfs/overlay.ko.gz",
                 ],
                 &[],
             ),
