@@ -31,17 +31,53 @@ pub struct Options {
 }
 
 /// Where the isoroot-init binary is looked for when `--init` is not given: beside this
-/// program (an install), or where `cargo xtask build` puts it.
+/// program (an install), or where `cargo xtask build` puts it. A statically linked one comes
+/// first: `cargo build --release` leaves a dynamically linked one beside this program.
 pub fn default_init() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [
+    let found: Vec<PathBuf> = [
         dir.join("isoroot-init"),
         dir.join("../x86_64-unknown-linux-gnu/release/isoroot-init"),
         PathBuf::from("/usr/lib/isoroot/isoroot-init"),
     ]
     .into_iter()
-    .find(|p| p.is_file())
+    .filter(|p| p.is_file())
+    .collect();
+    let is_static = |p: &&PathBuf| std::fs::read(p).is_ok_and(|b| not_static(&b).is_none());
+    found.iter().find(is_static).or(found.first()).cloned()
+}
+
+/// Why `elf` cannot be the /init of an initramfs, which the kernel starts with no dynamic
+/// loader: not a 64-bit ELF, or one that names an interpreter (PT_INTERP).
+fn not_static(elf: &[u8]) -> Option<String> {
+    const PT_INTERP: u32 = 3;
+    let bytes = |at: usize, n: usize| elf.get(at..at.checked_add(n)?);
+    let u16_at = |at| bytes(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at| bytes(at, 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let u64_at = |at| bytes(at, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
+    if bytes(0, 6) != Some(b"\x7fELF\x02\x01") {
+        return Some("it is not a 64-bit little-endian ELF executable".into());
+    }
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return Some("its ELF header is cut short".into());
+    };
+    for i in 0..usize::from(count) {
+        let at = phoff.saturating_add(i * usize::from(size));
+        match u32_at(at) {
+            None => return Some("its program headers are cut short".into()),
+            Some(PT_INTERP) => {
+                let interp = u64_at(at + 8)
+                    .zip(u64_at(at + 32))
+                    .and_then(|(offset, len)| bytes(offset, len))
+                    .map(|b| String::from_utf8_lossy(b).trim_end_matches('\0').to_string())
+                    .unwrap_or_default();
+                return Some(format!("it is dynamically linked (it asks for {interp})"));
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -94,7 +130,16 @@ pub fn build(o: &Options) -> Result<()> {
         a.dir(d);
     }
     a.char_dev("dev/console", 5, 1, 0o600);
-    a.file("isoroot/init", read(&o.init)?, 0o755);
+    let init = read(&o.init)?;
+    if let Some(why) = not_static(&init) {
+        bail!(
+            "{} cannot be the init of an initramfs: {why}, and the kernel starts it with no dynamic loader \
+             (\"Failed to execute /init (error -2)\"); build the static one with `cargo xtask build` and name it \
+             with --init",
+            o.init.display()
+        );
+    }
+    a.file("isoroot/init", init, 0o755);
     for path in &o.profiles {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let p = isoroot_profiles::from_yaml(&text).with_context(|| format!("profile {}", path.display()))?;
@@ -159,4 +204,29 @@ fn write(a: &Archive, out: &Path, compress: Compress) -> Result<()> {
     std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_static;
+
+    #[test]
+    fn only_a_static_elf_can_be_init() {
+        // This test's own binary: dynamically linked, as `cargo build` makes them.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let why = not_static(&me).unwrap();
+        assert!(why.starts_with("it is dynamically linked (it asks for /lib"), "{why}");
+        assert!(not_static(b"#!/bin/sh\n").unwrap().contains("not a 64-bit"));
+        // A header and one PT_LOAD program header, no PT_INTERP.
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3A].copy_from_slice(&1u16.to_le_bytes());
+        elf[64] = 1;
+        assert_eq!(not_static(&elf), None);
+        // Program headers that point past the file.
+        elf[0x38..0x3A].copy_from_slice(&2u16.to_le_bytes());
+        assert!(not_static(&elf).unwrap().contains("cut short"));
+    }
 }

@@ -87,10 +87,24 @@ fn profile_and_module(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), S
     Ok(())
 }
 
+/// An init the kernel could not start (dynamically linked, as `cargo build` makes it) is
+/// refused with the reason, and no archive is written.
+fn dynamic_init_refused(isoroot: &Path, _init: &Path, f: &Fixtures) -> Result<(), String> {
+    let out = f.dir.join("dynamic-init.img");
+    let _ = std::fs::remove_file(&out);
+    let dynamic = Path::new("/bin/ls");
+    let e = build(isoroot, dynamic, &out, &["--no-modules"]).err().ok_or("/bin/ls was taken as the init")?;
+    if !e.contains("/bin/ls cannot be the init of an initramfs: it is dynamically linked") || out.exists() {
+        return Err(format!("want a refusal naming /bin/ls and no archive, got: {e}"));
+    }
+    Ok(())
+}
+
 pub fn run(isoroot: &Path, init: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
     type Check = fn(&Path, &Path, &Fixtures) -> Result<(), String>;
-    let checks: [(&str, Check); 2] = [
+    let checks: [(&str, Check); 3] = [
         ("mkinitramfs --compress none, gzip, xz, zstd", compress),
+        ("mkinitramfs refuses a dynamically linked init", dynamic_init_refused),
         ("mkinitramfs --profile and --add-module, standalone and addon", profile_and_module),
     ];
     checks
