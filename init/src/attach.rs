@@ -157,7 +157,8 @@ fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -
         dm::fit_blocks(dm::table(extents, major, minor, source.size / 512)?, source.logical_block())?;
     let lens: Vec<u64> = extents.iter().map(|e| e.sectors * 512).collect();
     let len: u64 = lens.iter().sum();
-    let (dev, iso) = map_checked(sys, &dm::name_for(&loc.path), &targets, |file| {
+    let dm_name = dm::name_for(&loc.path);
+    let (dev, iso) = map_checked(sys, &dm_name, &targets, |file| {
         let got = extents::fingerprint(file, len, want.covers, &lens).context("reading the mapped device")?;
         if got != want {
             bail!(
@@ -167,7 +168,8 @@ fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -
         }
         check_image(file, len, c, &loc.to_string())
     })?;
-    let (dev, how) = for_isofs(sys, dev, &source, format!("dm-linear from extent hints ({why})"))?;
+    let how = format!("dm-linear from extent hints ({why})");
+    let (dev, how) = for_isofs(sys, (&dm_name, dev), len, &source, how)?;
     Ok(Attached { dev, iso, source: Some(source), how })
 }
 
@@ -234,22 +236,34 @@ fn by_scan(
         return Err(Final(e));
     }
     let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
-    let (dev, how) = for_isofs(sys, dev, &source, how).map_err(TryLoop)?;
+    let (dev, how) = for_isofs(sys, (&dm_name, dev), map.size, &source, how).map_err(TryLoop)?;
     Ok(Attached { dev, iso, source: Some(source), how })
 }
 
-/// isofs reads 2048-byte blocks and refuses a device whose sectors are larger (a 4Kn disk,
-/// and the dm device over it): there the ISO is read through a loop device on the dm device,
-/// whose sectors are 512 bytes.
-fn for_isofs(sys: &mut dyn Sys, dev: PathBuf, source: &BlockDev, how: String) -> Result<(PathBuf, String)> {
+/// On a device whose sectors are larger than 512 bytes (a 4Kn disk) the dm device may end
+/// past the ISO (its last sector whole, see [`dm::fit_blocks`]), and isofs refuses sectors
+/// larger than its 2048-byte blocks: there the ISO is read through a loop device of exactly
+/// `len` bytes and 512-byte sectors over the dm device `mapped` (name, node), which goes
+/// again if that fails.
+fn for_isofs(
+    sys: &mut dyn Sys,
+    mapped: (&str, PathBuf),
+    len: u64,
+    source: &BlockDev,
+    how: String,
+) -> Result<(PathBuf, String)> {
+    let (name, dev) = mapped;
     let block = source.logical_block();
-    if block <= 2048 {
+    if block <= 512 {
         return Ok((dev, how));
     }
-    let looped = sys
-        .attach_loop(&dev, Window::default())
-        .with_context(|| format!("attaching {} to a loop device", dev.display()))?;
-    Ok((looped, format!("{how}, read through a loop device ({block}-byte sectors)")))
+    match sys.attach_loop(&dev, Window { offset: 0, size: len }) {
+        Ok(looped) => Ok((looped, format!("{how}, read through a loop device ({block}-byte sectors)"))),
+        Err(e) => {
+            sys.unmap(name);
+            Err(anyhow!(e).context(format!("attaching {} to a loop device", dev.display())))
+        }
+    }
 }
 
 /// (c): the file in the read-only mounted filesystem, on a read-only loop device.

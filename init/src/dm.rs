@@ -223,17 +223,16 @@ pub fn fit_blocks(mut targets: Vec<Target>, block: u64) -> Result<Vec<Target>> {
     let last = targets.len().saturating_sub(1);
     for (i, t) in targets.iter_mut().enumerate() {
         let (start, sectors) = match t {
-            Target::Linear { start, sectors, .. } => (*start, sectors),
-            Target::Zero { sectors } => (0, sectors),
+            Target::Linear { start, sectors, .. } => (Some(*start), sectors),
+            Target::Zero { sectors } => (None, sectors),
         };
         if i == last {
             *sectors = sectors.next_multiple_of(per);
         }
-        if start % per != 0 || *sectors % per != 0 {
-            bail!(
-                "the file's sectors {start}+{} are not whole {block}-byte logical blocks of the device",
-                *sectors
-            );
+        if start.is_some_and(|s| s % per != 0) || *sectors % per != 0 {
+            let what = start
+                .map_or(format!("a hole of {} sectors", *sectors), |s| format!("sectors {s}+{}", *sectors));
+            bail!("the file's {what} are not whole {block}-byte logical blocks of the device");
         }
     }
     Ok(targets)

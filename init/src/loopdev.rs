@@ -96,7 +96,9 @@ pub fn attach(file: &Path, window: Window) -> io::Result<LoopDevice> {
         let n = unsafe { ioctl::ctl_get_free(control.as_raw_fd()) }.map_err(io::Error::from)?;
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let dev = OpenOptions::new().read(true).open(&path)?;
-        let config = LoopConfig { fd: backing.as_raw_fd() as u32, block_size: 0, info, reserved: [0; 8] };
+        // 512-byte sectors whatever the backing device has: newer kernels otherwise take a
+        // 4Kn device's 4096 under direct I/O, and isofs refuses sectors above 2048 bytes.
+        let config = LoopConfig { fd: backing.as_raw_fd() as u32, block_size: 512, info, reserved: [0; 8] };
         // SAFETY: `config` is a valid `struct loop_config` that outlives the call.
         match unsafe { ioctl::configure(dev.as_raw_fd(), &config) } {
             Ok(_) => return Ok(LoopDevice { path, _open: dev }),

@@ -706,9 +706,14 @@ pub fn demo(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     let (kernel, kver) = kernel()?;
     let plain = mkinitramfs(isoroot, init, &kver, &dir.join("initrd.img"), &[])?;
     let debian_sha256 = sha256sum(&debian)?;
+    let isos = dir.join("isos");
+    if isos.exists() {
+        fs::remove_dir_all(&isos)?;
+    }
+    fs::rename(work.join("isos"), &isos)?;
     fs::remove_dir_all(&work)?;
     Ok(Fixtures {
-        isos: dir.join("isos"),
+        isos,
         dir,
         kernel,
         kver,
@@ -799,14 +804,14 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     run(Command::new("tune2fs").args(["-U", "88888888-9999-aaaa-bbbb-cccccccccccc"]).arg(&img))?;
     disks.insert("ext4-twin", img);
 
-    // A 4Kn disk: 4096-byte blocks, and the ISO grown to an odd number of 2048-byte blocks,
-    // so that its last block is half used (ISO readers ignore what follows the volume).
+    // A 4Kn disk: 4096-byte blocks, and the ISO grown to an odd number of 2048-byte blocks
+    // whose last is data (zeros would be a hole), so that the file's last block is half used
+    // (ISO readers ignore what follows the volume).
     let stage = work.join("stage-4kn");
     fs::create_dir_all(stage.join("isos"))?;
     let mut iso = fs::read(&debian)?;
-    if (iso.len() / 2048) % 2 == 0 {
-        iso.resize(iso.len() + 2048, 0);
-    }
+    let tail = if (iso.len() / 2048) % 2 == 0 { 2048 } else { 4096 };
+    iso.resize(iso.len() + tail, 0x5a);
     fs::write(stage.join("isos/debian-live.iso"), iso)?;
     let img = dir.join("ext4-4kn.img");
     ext4_options(&stage, FOURK_UUID, "fourk", &img, &["-b", "4096"])?;
