@@ -174,37 +174,25 @@ fn running_kernel() -> Result<String> {
 
 impl MkinitramfsArgs {
     fn run(self) -> Result<()> {
-        let MkinitramfsArgs {
-            output,
-            kver,
-            modules_dir,
-            no_modules,
-            compress,
-            init,
-            rescue_shell,
-            profiles,
-            add_modules,
-            network,
-        } = self;
-        let kver = match kver {
+        let kver = match self.kver {
             Some(k) => k,
             None => running_kernel()?,
         };
-        let modules_dir = modules_dir.unwrap_or_else(|| PathBuf::from("/lib/modules").join(&kver));
-        let init = init.or_else(initramfs::default_init).ok_or_else(|| {
+        let modules_dir = self.modules_dir.unwrap_or_else(|| PathBuf::from("/lib/modules").join(&kver));
+        let init = self.init.or_else(initramfs::default_init).ok_or_else(|| {
             anyhow!("no isoroot-init binary found: build it with `cargo xtask build` or name it with --init")
         })?;
         initramfs::build(&initramfs::Options {
-            out: output,
+            out: self.output,
             kver,
             modules_dir,
-            no_modules,
-            compress,
+            no_modules: self.no_modules,
+            compress: self.compress,
             init,
-            rescue_shell,
-            profiles,
-            add_modules,
-            network,
+            rescue_shell: self.rescue_shell,
+            profiles: self.profiles,
+            add_modules: self.add_modules,
+            network: self.network,
         })
     }
 }
