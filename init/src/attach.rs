@@ -152,9 +152,8 @@ fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -
     };
     let source = locate::wait_for_device(src, c.timeout, hw)?;
     let why = trust_hints(&source, &loc.path, extents, &want)?;
-    let (major, minor) = source.numbers()?;
-    let targets =
-        dm::fit_blocks(dm::table(extents, major, minor, source.size / 512)?, source.logical_block())?;
+    let under = source.under()?;
+    let targets = dm::table(extents, &under)?;
     let lens: Vec<u64> = extents.iter().map(|e| e.sectors * 512).collect();
     let len: u64 = lens.iter().sum();
     let dm_name = dm::name_for(&loc.path);
@@ -169,7 +168,7 @@ fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -
         check_image(file, len, c, &loc.to_string())
     })?;
     let how = format!("dm-linear from extent hints ({why})");
-    let (dev, how) = for_isofs(sys, (&dm_name, dev), len, &source, how)?;
+    let (dev, how) = for_isofs(sys, (&dm_name, dev), len, under.block, how)?;
     Ok(Attached { dev, iso, source: Some(source), how })
 }
 
@@ -210,10 +209,8 @@ fn by_scan(
     };
     let name = loc.to_string();
     iso9660::check_len(map.size, &name).map_err(Final)?;
-    let (major, minor) = source.numbers().map_err(TryLoop)?;
-    let targets = dm::scan_table(&map.runs, major, minor)
-        .and_then(|t| dm::fit_blocks(t, source.logical_block()))
-        .map_err(TryLoop)?;
+    let under = source.under().map_err(TryLoop)?;
+    let targets = dm::scan_table(&map.runs, &under).map_err(TryLoop)?;
     // A map that holds no ISO may be a misreading of this filesystem (a feature the reader
     // does not know it should refuse): the kernel's driver gets to read the file too. A sum
     // that differs is the file's own and final.
@@ -236,12 +233,12 @@ fn by_scan(
         return Err(Final(e));
     }
     let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
-    let (dev, how) = for_isofs(sys, (&dm_name, dev), map.size, &source, how).map_err(TryLoop)?;
+    let (dev, how) = for_isofs(sys, (&dm_name, dev), map.size, under.block, how).map_err(TryLoop)?;
     Ok(Attached { dev, iso, source: Some(source), how })
 }
 
-/// On a device whose sectors are larger than 512 bytes (a 4Kn disk) the dm device may end
-/// past the ISO (its last sector whole, see [`dm::fit_blocks`]), and isofs refuses sectors
+/// On a device whose sectors (`block` bytes) are larger than 512 bytes (a 4Kn disk) the dm
+/// device may end past the ISO (its last sector whole, see [`dm::table`]), and isofs refuses sectors
 /// larger than its 2048-byte blocks: there the ISO is read through a loop device of exactly
 /// `len` bytes and 512-byte sectors over the dm device `mapped` (name, node), which goes
 /// again if that fails.
@@ -249,11 +246,10 @@ fn for_isofs(
     sys: &mut dyn Sys,
     mapped: (&str, PathBuf),
     len: u64,
-    source: &BlockDev,
+    block: u64,
     how: String,
 ) -> Result<(PathBuf, String)> {
     let (name, dev) = mapped;
-    let block = source.logical_block();
     if block <= 512 {
         return Ok((dev, how));
     }

@@ -1,6 +1,7 @@
 //! Block devices as the kernel lists them in /sys/class/block, identified by their
 //! superblocks and partition entries.
 
+use crate::dm;
 use anyhow::{anyhow, Context, Result};
 use isoroot_fs::human_size;
 use isoroot_fs::parttable;
@@ -52,9 +53,15 @@ impl fmt::Display for BlockDev {
 }
 
 impl BlockDev {
+    /// The device as a device-mapper table maps onto it.
+    pub fn under(&self) -> Result<dm::Under> {
+        let (major, minor) = self.numbers()?;
+        Ok(dm::Under { major, minor, sectors: self.size / 512, block: self.logical_block() })
+    }
+
     /// The device's logical block size in bytes (512, or 4096 on a 4Kn disk); a partition
     /// has its disk's.
-    pub fn logical_block(&self) -> u64 {
+    fn logical_block(&self) -> u64 {
         let sys = Path::new("/sys/class/block").join(&self.name);
         [sys.join("queue/logical_block_size"), sys.join("../queue/logical_block_size")]
             .iter()

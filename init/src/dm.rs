@@ -183,9 +183,21 @@ pub fn name_for(path: &str) -> String {
     }
 }
 
-/// The linear table for `extents` on a device of `dev_sectors` sectors.
-pub fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Result<Vec<Target>> {
-    extents
+/// The device a table maps onto.
+#[derive(Debug, Clone, Copy)]
+pub struct Under {
+    pub major: u32,
+    pub minor: u32,
+    /// Its size in 512-byte sectors.
+    pub sectors: u64,
+    /// Its logical block in bytes: 512, or 4096 on a 4Kn disk.
+    pub block: u64,
+}
+
+/// The linear table for `extents` on `under`, fitted to its blocks.
+pub fn table(extents: &[Extent], under: &Under) -> Result<Vec<Target>> {
+    let Under { major, minor, sectors: dev_sectors, block } = *under;
+    let targets = extents
         .iter()
         .map(|e| {
             if e.start + e.sectors > dev_sectors {
@@ -198,27 +210,31 @@ pub fn table(extents: &[Extent], major: u32, minor: u32, dev_sectors: u64) -> Re
             }
             Ok(Target::Linear { major, minor, start: e.start, sectors: e.sectors })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    fit_blocks(targets, block)
 }
 
-/// The table for a scanned file: runs in sectors (the last one rounded up, which stays
-/// inside its allocated block), holes as zero targets.
-pub fn scan_table(runs: &[Run], major: u32, minor: u32) -> Result<Vec<Target>> {
-    runs.iter()
+/// The table for a scanned file on `under`: runs in sectors (the last one rounded up, which
+/// stays inside its allocated block), holes as zero targets, fitted to its blocks.
+pub fn scan_table(runs: &[Run], under: &Under) -> Result<Vec<Target>> {
+    let Under { major, minor, block, .. } = *under;
+    let targets = runs
+        .iter()
         .map(|r| match *r {
             Run::Data { offset, len } => run_sectors(offset, len)
                 .map(|e| Target::Linear { major, minor, start: e.start, sectors: e.sectors })
                 .ok_or_else(|| anyhow!("a run at byte {offset} is not sector-aligned")),
             Run::Zero { len } => Ok(Target::Zero { sectors: len.div_ceil(512) }),
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    fit_blocks(targets, block)
 }
 
 /// `targets` fitted to the source device's logical block of `block` bytes (4096 on a 4Kn
 /// disk): the kernel refuses a table whose targets start or end inside one. The last target
 /// is rounded up, which reads only the slack of the file's own last block (a filesystem
 /// block is never smaller than the device's); anything else off a block boundary is refused.
-pub fn fit_blocks(mut targets: Vec<Target>, block: u64) -> Result<Vec<Target>> {
+fn fit_blocks(mut targets: Vec<Target>, block: u64) -> Result<Vec<Target>> {
     let per = (block / 512).max(1);
     let last = targets.len().saturating_sub(1);
     for (i, t) in targets.iter_mut().enumerate() {
@@ -290,6 +306,10 @@ pub fn same_sectors(hints: &[Extent], now: &[Extent]) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn under(major: u32, minor: u32, sectors: u64) -> Under {
+        Under { major, minor, sectors, block: 512 }
+    }
+
     #[test]
     fn layout_matches_the_kernel_abi() {
         assert_eq!(std::mem::size_of::<DmIoctl>(), 312);
@@ -336,10 +356,10 @@ mod tests {
     fn extents_past_the_device_are_refused() {
         let e = [Extent { start: 100, sectors: 50 }];
         assert_eq!(
-            table(&e, 254, 1, 150).unwrap(),
+            table(&e, &under(254, 1, 150)).unwrap(),
             [Target::Linear { major: 254, minor: 1, start: 100, sectors: 50 }]
         );
-        let err = table(&e, 254, 1, 149).unwrap_err().to_string();
+        let err = table(&e, &under(254, 1, 149)).unwrap_err().to_string();
         assert!(err.contains("ends past the device's 149 sectors"), "{err}");
     }
 
@@ -380,13 +400,13 @@ mod tests {
             Run::Data { offset: 8192, len: 100 },
         ];
         assert_eq!(
-            scan_table(&runs, 8, 1).unwrap(),
+            scan_table(&runs, &under(8, 1, 1 << 20)).unwrap(),
             [
                 Target::Zero { sectors: 64 },
                 Target::Linear { major: 8, minor: 1, start: 2048, sectors: 8 },
                 Target::Linear { major: 8, minor: 1, start: 16, sectors: 1 },
             ]
         );
-        assert!(scan_table(&[Run::Data { offset: 100, len: 512 }], 8, 1).is_err());
+        assert!(scan_table(&[Run::Data { offset: 100, len: 512 }], &under(8, 1, 1 << 20)).is_err());
     }
 }

@@ -163,8 +163,7 @@ fn current_map(source: &BlockDev, loc: &Location, hints: Option<&[Extent]>) -> R
             )
         })?;
     }
-    let (major, minor) = source.numbers()?;
-    Ok((dm::fit_blocks(dm::table(&now, major, minor, source.size / 512)?, source.logical_block())?, map.size))
+    Ok((dm::table(&now, &source.under()?)?, map.size))
 }
 
 #[cfg(test)]
