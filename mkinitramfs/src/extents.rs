@@ -171,8 +171,8 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// A `key=value` word, quoted when the value holds white space.
-fn word(key: &str, value: &str) -> String {
+/// A `key=value` word for the kernel command line, quoted when the value holds white space.
+pub fn word(key: &str, value: &str) -> String {
     if value.contains(char::is_whitespace) {
         format!("{key}=\"{value}\"")
     } else {

@@ -1,9 +1,11 @@
 //! `isoroot`: the host side of isoroot.
 
+mod bootmenu;
 mod cpio;
 mod extents;
 mod initramfs;
 mod inspect;
+mod install;
 mod kmods;
 mod menu;
 mod verify;
@@ -37,6 +39,10 @@ enum Cmd {
     /// Say what isoroot makes of an ISO (profile, distro, kernel, root images), read without
     /// mounting it.
     Inspect(InspectArgs),
+    /// Make a whole disk or a disk image into a multiboot stick: GRUB for UEFI and BIOS,
+    /// isoroot and a kernel on an ESP, and a data partition to copy ISO files onto, which
+    /// the boot menu lists at every boot. Writes nothing without --yes.
+    Install(InstallArgs),
 }
 
 #[derive(Args)]
@@ -167,6 +173,50 @@ struct InspectArgs {
     iso: PathBuf,
 }
 
+#[derive(Args)]
+struct InstallArgs {
+    /// The whole disk (/dev/sdX, /dev/nvme0n1) or disk image file to write.
+    target: PathBuf,
+    /// Write it; without this only the plan is printed.
+    #[arg(long)]
+    yes: bool,
+    /// Print the plan and write nothing, even with --yes.
+    #[arg(long)]
+    dry_run: bool,
+    /// The data partition's filesystem.
+    #[arg(long, value_enum, default_value = "exfat")]
+    fs: install::DataFs,
+    /// The data partition's label.
+    #[arg(long, default_value = "ISOROOT")]
+    label: String,
+    /// Kernel version for the ESP's kernel and isoroot's standalone initramfs [default: the
+    /// running kernel's]; its image is /boot/vmlinuz-KVER.
+    #[arg(short = 'k', long = "kver")]
+    kver: Option<String>,
+    /// Create the image file with this many MiB when TARGET does not exist.
+    #[arg(long, value_name = "MIB")]
+    size: Option<u64>,
+    /// GRUB on the serial console too, and console=ttyS0 for every kernel.
+    #[arg(long)]
+    serial: bool,
+    /// Kernel command line words added to every boot of an ISO.
+    #[arg(long, value_name = "WORDS", default_value = "")]
+    append: String,
+    /// Seconds before the first entry boots.
+    #[arg(long, default_value_t = 10)]
+    timeout: u32,
+    /// Rewrite only the ESP (GRUB, isoroot, the kernel): never the partition table or the
+    /// data partition.
+    #[arg(long)]
+    update: bool,
+    /// The isoroot-init binary [default: as for mkinitramfs].
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// A profile (YAML) to add; it overrides a built-in one of the same name.
+    #[arg(long = "profile", value_name = "FILE")]
+    profiles: Vec<PathBuf>,
+}
+
 fn running_kernel() -> Result<String> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     Ok(release.trim().to_string())
@@ -179,9 +229,7 @@ impl MkinitramfsArgs {
             None => running_kernel()?,
         };
         let modules_dir = self.modules_dir.unwrap_or_else(|| PathBuf::from("/lib/modules").join(&kver));
-        let init = self.init.or_else(initramfs::default_init).ok_or_else(|| {
-            anyhow!("no isoroot-init binary found: build it with `cargo xtask build` or name it with --init")
-        })?;
+        let init = init_binary(self.init)?;
         initramfs::build(&initramfs::Options {
             out: self.output,
             kver,
@@ -193,6 +241,39 @@ impl MkinitramfsArgs {
             profiles: self.profiles,
             add_modules: self.add_modules,
             network: self.network,
+        })
+    }
+}
+
+/// The isoroot-init binary named, or the default one.
+fn init_binary(named: Option<PathBuf>) -> Result<PathBuf> {
+    named.or_else(initramfs::default_init).ok_or_else(|| {
+        anyhow!("no isoroot-init binary found: build it with `cargo xtask build` or name it with --init")
+    })
+}
+
+impl InstallArgs {
+    fn run(self) -> Result<()> {
+        let kver = match self.kver {
+            Some(k) => k,
+            None => running_kernel()?,
+        };
+        install::run_install(&install::Options {
+            target: self.target,
+            size: self.size.map(|mib| mib << 20),
+            fs: self.fs,
+            label: self.label,
+            modules_dir: PathBuf::from("/lib/modules").join(&kver),
+            kernel: PathBuf::from(format!("/boot/vmlinuz-{kver}")),
+            kver,
+            init: init_binary(self.init)?,
+            yes: self.yes,
+            dry_run: self.dry_run,
+            serial: self.serial,
+            append: self.append.split_whitespace().map(String::from).collect(),
+            timeout: self.timeout,
+            update: self.update,
+            profiles: self.profiles,
         })
     }
 }
@@ -289,5 +370,6 @@ fn main() -> Result<()> {
         Cmd::Menu(args) => args.run(),
         Cmd::Verify(args) => args.run(),
         Cmd::Inspect(args) => args.run(),
+        Cmd::Install(args) => args.run(),
     }
 }

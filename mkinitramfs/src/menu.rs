@@ -86,20 +86,11 @@ fn own_init(iso: &IsoFs<'_, std::fs::File>) -> Option<String> {
     })
 }
 
-/// A word for the kernel command line, quoted when it holds white space.
-fn kernel_word(key: &str, value: &str) -> String {
-    if value.contains(char::is_whitespace) {
-        format!("{key}=\"{value}\"")
-    } else {
-        format!("{key}={value}")
-    }
-}
-
 /// Text from an ISO (os-release, its volume label) or a file name, as a line of a boot
 /// loader's file may hold it: a control character would end the line there and let the
 /// ISO start a command of its own, so each becomes a space; white space folds to one space;
 /// at most 100 characters.
-fn shown(text: &str) -> String {
+pub fn shown(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars().map(|c| if c.is_control() || c.is_whitespace() { ' ' } else { c }) {
         if out.chars().count() == 100 {
@@ -175,7 +166,7 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     };
     match hints {
         Some(words) => cmdline.extend(words),
-        None => cmdline.push(kernel_word("iso", &loc.to_string())),
+        None => cmdline.push(extents::word("iso", &loc.to_string())),
     }
     if o.pin_sha256 {
         cmdline.push(format!("iso.sha256={}", sha256_hex(file)?));
@@ -248,7 +239,10 @@ pub fn grub(o: &Options, g: &Grub) -> Result<String> {
                         iso.file.display()
                     );
                 }
-                let args: Vec<String> = iso.cmdline.iter().map(|w| gq(w)).collect();
+                // GRUB puts double quotes around an argument that holds a space and escapes
+                // quotes inside it with backslashes, which the kernel does not undo: it gets
+                // `iso=UUID=…:/a b.iso` and quotes it itself.
+                let args: Vec<String> = iso.cmdline.iter().map(|w| gq(&w.replace('"', ""))).collect();
                 let _ = write!(
                     s,
                     "\nmenuentry {} --id {} {{\n{search}    loopback loop {}\n    linux (loop){} {}\n    initrd (loop){} {}\n}}\n",

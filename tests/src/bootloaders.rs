@@ -12,6 +12,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The folder of `work` where [`build`] leaves the ISOs it made, each with a real kernel.
+pub const BOOT_ISOS: &str = "boot-isos";
 pub const LOADER_UUID: &str = "cccccccc-1111-4222-8333-444444444444";
 const GRUB_BIOS: &str = "/usr/lib/grub/i386-pc";
 const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -28,7 +30,8 @@ const ISOS: &[(&str, &str, &str, &str, &str)] = &[
         "arch/boot/x86_64/vmlinuz-linux",
         "arch/boot/x86_64/initramfs-linux.img",
     ),
-    ("debian-live.iso", "tree-debian", "d-live 12.8.0 st amd64", "live/vmlinuz", "live/initrd.img"),
+    // A space in the name: GRUB quotes the kernel's arguments itself.
+    ("debian live.iso", "tree-debian", "d-live 12.8.0 st amd64", "live/vmlinuz", "live/initrd.img"),
     (
         "fedora.iso",
         "tree-fedora.iso",
@@ -104,7 +107,7 @@ pub fn build(
     work: &Path,
     dir: &Path,
 ) -> Result<BTreeMap<&'static str, PathBuf>> {
-    let isos = work.join("boot-isos");
+    let isos = work.join(BOOT_ISOS);
     fs::create_dir_all(&isos)?;
     for (file, tree, label, k, i) in ISOS {
         let copy = work.join(format!("boot-{tree}"));

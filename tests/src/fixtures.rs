@@ -913,6 +913,14 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
         initrds.insert(name, appended(name, &[&distro, &no_modules])?);
     }
     disks.extend(crate::bootloaders::build(isoroot, init, &kernel, &plain, &work, &dir)?);
+    disks.extend(crate::sticks::build(
+        isoroot,
+        init,
+        &kver,
+        &work.join(crate::bootloaders::BOOT_ISOS),
+        &work,
+        &dir,
+    )?);
     let dracut = dir.join("initrd-dracut-isoroot.img");
     crate::distros::dracut_with_isoroot(init, &kver, &work, &dracut)?;
     initrds.insert("dracut-isoroot", dracut);

@@ -9,12 +9,14 @@ pub mod distros;
 pub mod fixtures;
 pub mod initramfs_checks;
 pub mod inspect_checks;
+pub mod install_checks;
 pub mod menu_checks;
 pub mod net_cases;
 pub mod profile_cases;
 pub mod qemu;
 pub mod servers;
 pub mod sh;
+pub mod sticks;
 pub mod verify_checks;
 
 use std::path::PathBuf;

@@ -43,12 +43,21 @@ fn loader(
     Case { firmware: Some(firmware), during, ..Case::new(name, &[disk], String::new(), expect) }
 }
 
+/// A boot from a stick of `isoroot install`: no extent hints (isoroot scans the data
+/// partition), the ISO's own kernel with isoroot's addon, and the ISO GRUB found.
+fn stick(e: Expect, fs: &str, path: &str) -> Expect {
+    and(via(e, &scan(fs)), &["rdinit=/isoroot/init", &format!(":{path} on /dev/vda3 ")], &["iso.extents="])
+}
+
 pub fn all(_f: &Fixtures) -> Vec<Case> {
     // The entries carry the extent hints `isoroot menu` took, and isoroot's own tokens.
     let from_menu = |e: Expect| and(via(e, HINTS), &["rdinit=/isoroot/init"], &[]);
     let arch = || from_menu(marker("archiso", "/run/archiso/bootmnt", "arch", "arch"));
     let fedora = || from_menu(marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"));
-    let debian_menu = || from_menu(marker("debian-live", "/run/live/medium", "debian", "debian"));
+    let debian_menu = || {
+        let e = via(marker("debian-live", "/run/live/medium", "debian", "debian"), HINTS);
+        and(e, &["rdinit=/isoroot/init", ":/isos/debian live.iso on /dev/vda2 "], &[])
+    };
     let fallback =
         |p: &str| format!("profile {p} hands off to the distro's own initrd, which this initramfs lacks");
     let debian = || marker("debian-live", "/run/live/medium", "debian", "debian");
@@ -61,6 +70,43 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
         loader("GRUB for BIOS, isoroot menu: the fourth entry by key", "grub-bios", Firmware::Bios, Some("vvv\r"), fedora()),
         loader("GRUB for UEFI (OVMF), isoroot menu: the second entry by key", "grub-uefi", Firmware::Uefi, Some("v\r"), debian_menu()),
         loader("systemd-boot (OVMF), isoroot menu --bls entries", "systemd-boot", Firmware::Uefi, None, fedora()),
+        // Sticks made by `isoroot install`, the ISOs copied on afterwards (crate::sticks):
+        // GRUB lists them at boot in path order, "Linux ISOs/débian live.iso" first.
+        loader(
+            "isoroot install, exFAT: GRUB for UEFI (OVMF) boots the first ISO, a space and non-ASCII in its path",
+            "stick-exfat",
+            Firmware::Uefi,
+            None,
+            stick(debian(), "exfat", "/Linux ISOs/débian live.iso"),
+        ),
+        loader(
+            "isoroot install, exFAT: GRUB for BIOS (SeaBIOS), the second ISO by key",
+            "stick-exfat",
+            Firmware::Bios,
+            Some("v\r"),
+            stick(marker("archiso", "/run/archiso/bootmnt", "arch", "arch"), "exfat", "/archlinux.iso"),
+        ),
+        loader(
+            "isoroot install, ext4: GRUB for UEFI, the third ISO (in a folder) by key",
+            "stick-ext4",
+            Firmware::Uefi,
+            Some("vv\r"),
+            stick(marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"), "ext4", "/more/fedora.iso"),
+        ),
+        loader(
+            "isoroot install, FAT32: GRUB for BIOS boots the first ISO",
+            "stick-fat32",
+            Firmware::Bios,
+            None,
+            stick(debian(), "vfat", "/Linux ISOs/débian live.iso"),
+        ),
+        loader(
+            "isoroot install, NTFS: GRUB for UEFI boots the first ISO",
+            "stick-ntfs",
+            Firmware::Uefi,
+            None,
+            stick(debian(), "ntfs", "/Linux ISOs/débian live.iso"),
+        ),
         distro(
             "fedora-liveos: ext4 root nested in the squashfs",
             "fedora.iso",

@@ -319,11 +319,20 @@ impl Drop for Vm {
 
 fn pump(mut from: Box<dyn Read + Send>, to: &Mutex<String>, echo: bool) {
     let mut buf = [0u8; 4096];
+    // A serial console delivers a byte at a time: a character split between two reads
+    // waits here for its end instead of becoming two replacement characters.
+    let mut pending = Vec::new();
     while let Ok(n) = from.read(&mut buf) {
         if n == 0 {
             break;
         }
-        let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+        pending.extend_from_slice(&buf[..n]);
+        let keep = match std::str::from_utf8(&pending) {
+            Err(e) if e.error_len().is_none() => pending.len() - e.valid_up_to(),
+            _ => 0,
+        };
+        let done: Vec<u8> = pending.drain(..pending.len() - keep).collect();
+        let text = String::from_utf8_lossy(&done).replace('\r', "");
         if echo {
             let _ = std::io::stdout().write_all(text.as_bytes());
         }

@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use isoroot_tests::{
-    cases, fixtures, initramfs_checks, inspect_checks, menu_checks, net_cases, qemu, sh::run, target,
-    verify_checks,
+    cases, fixtures, initramfs_checks, inspect_checks, install_checks, menu_checks, net_cases, qemu, sh::run,
+    target, verify_checks,
 };
 use std::path::PathBuf;
 use std::process::Command;
@@ -170,6 +170,7 @@ fn test(filter: Option<&str>) -> Result<()> {
     checks.extend(verify_checks::run(&isoroot, &f, filter));
     checks.extend(menu_checks::run(&isoroot, &f, filter));
     checks.extend(initramfs_checks::run(&isoroot, &init, &f, filter));
+    checks.extend(install_checks::run(&isoroot, &init, &f, filter));
     let mut boots = cases::run(&f, accel, filter, 2);
     boots.extend(net_cases::run(&f, &isoroot, accel, filter));
     let failures = |o: &[cases::Outcome]| o.iter().filter(|o| o.result.is_err()).count();
