@@ -33,7 +33,6 @@ pub struct Partition {
     pub size: u64,
     /// The GPT type GUID, or the MBR type byte as `0x83`.
     pub kind: String,
-    pub uuid: Option<String>,
     pub label: Option<String>,
 }
 
@@ -107,9 +106,8 @@ pub fn table(disk: &(impl ReadAt + ?Sized), sector: u64) -> io::Result<Vec<Parti
             out.push(Partition {
                 number: i as u32 + 1,
                 start: first.saturating_mul(sector),
-                size: (last - first + 1).saturating_mul(sector),
+                size: (last - first).saturating_add(1).saturating_mul(sector),
                 kind: guid(&e[0..16]),
-                uuid: Some(guid(&e[16..32])),
                 label: gpt_name(e),
             });
         }
@@ -130,7 +128,6 @@ pub fn table(disk: &(impl ReadAt + ?Sized), sector: u64) -> io::Result<Vec<Parti
             start: u64::from(first) * sector,
             size: u64::from(count) * sector,
             kind: format!("0x{kind:02x}"),
-            uuid: None,
             label: None,
         });
     }

@@ -5,8 +5,8 @@
 //! ([`isoroot_profiles::find`]); the entries boot the combined way (the ISO's kernel and
 //! initrd, isoroot's addon, no extent hints: isoroot scans the data partition at boot).
 
-use crate::menu::shown;
-use isoroot_profiles::{Profile, Select};
+use crate::menu::one_line;
+use isoroot_profiles::{chain, Profile, Select};
 use std::fmt::Write;
 
 /// Where `isoroot install` puts isoroot's files on the ESP.
@@ -51,25 +51,44 @@ fn glob_regex(pattern: &str) -> String {
     re
 }
 
-/// GRUB script that sets `isoroot_hit` when a file in the ISO (mounted as `(isoroot_probe)`)
-/// matches `path`, which may hold one `*` in its last component.
+/// A path in the ISO (mounted as `(isoroot_probe)`) as one GRUB word: quoted, except for
+/// the `*` of a pattern, which GRUB's wildcard expansion then sees.
+fn in_iso(path: &str) -> String {
+    let parts: Vec<String> =
+        path.split('*').map(|p| if p.is_empty() { String::new() } else { sq(p) }).collect();
+    format!("(isoroot_probe){}", parts.join("*"))
+}
+
+/// GRUB script that sets `isoroot_hit` when a file in the ISO matches `path`, which may hold
+/// one `*` in its last component.
 fn exists(path: &str) -> String {
     if path.contains('*') {
         // A pattern that matches nothing stays as it is, so each word is checked.
-        format!("for f in (isoroot_probe){path}; do if [ -e \"$f\" ]; then set isoroot_hit=1; fi; done; ")
+        format!("for f in {}; do if [ -e \"$f\" ]; then set isoroot_hit=1; fi; done; ", in_iso(path))
     } else {
-        format!("if [ -e (isoroot_probe){} ]; then set isoroot_hit=1; fi; ", sq(path))
+        format!("if [ -e {} ]; then set isoroot_hit=1; fi; ", in_iso(path))
     }
 }
 
-/// Script that sets `VAR` to the first file in the ISO matching one of `patterns` (a path
-/// inside the ISO), unless it is set already.
+/// GRUB script that sets `isoroot_hit` when every one of `paths` is in the ISO.
+fn all_exist(paths: &[String]) -> String {
+    let mut s = String::from("set isoroot_rule=1; ");
+    for p in paths {
+        let _ = write!(s, "if [ ! -e {} ]; then set isoroot_rule=; fi; ", in_iso(p));
+    }
+    s.push_str("if [ -n \"$isoroot_rule\" ]; then set isoroot_hit=1; fi; ");
+    s
+}
+
+/// Script that sets `VAR` (a path inside the ISO) as the host's rules pick it: the first of
+/// `patterns` that matches a file, and of its matches the first in name order.
 fn first(var: &str, patterns: &[String]) -> String {
     let mut s = String::new();
     for p in patterns {
         let _ = writeln!(
             s,
-            "      for f in (isoroot_probe){p}; do if [ -z \"${var}\" -a -f \"$f\" ]; then regexp --set=1:{var} '^\\([^)]*\\)(/.*)$' \"$f\"; fi; done"
+            "      if [ -z \"${var}\" ]; then set isoroot_pick=; for f in {}; do if [ -f \"$f\" ]; then if [ -z \"$isoroot_pick\" -o \"$f\" \"<\" \"$isoroot_pick\" ]; then set isoroot_pick=\"$f\"; fi; fi; done; if [ -n \"$isoroot_pick\" ]; then regexp --set=1:{var} '^\\([^)]*\\)(/.*)$' \"$isoroot_pick\"; fi; fi",
+            in_iso(p)
         );
     }
     s
@@ -80,7 +99,7 @@ fn first(var: &str, patterns: &[String]) -> String {
 /// rules names. Rules that need the boot's command line or the distro's initrd cannot be
 /// decided here and count as not matching, as in `isoroot menu`.
 fn detect(p: &Profile) -> String {
-    let mut s = format!("  if [ -z \"$isoroot_profile\" ]; then\n    set isoroot_ok=1\n");
+    let mut s = String::from("  if [ -z \"$isoroot_profile\" ]; then\n    set isoroot_ok=1\n");
     if let Some(label) = &p.label {
         let _ = writeln!(
             s,
@@ -96,16 +115,19 @@ fn detect(p: &Profile) -> String {
         let _ = writeln!(s, "    {any}if [ -z \"$isoroot_hit\" ]; then set isoroot_ok=; fi");
     }
     let dir = p.dir.trim_end_matches('/');
+    let in_dir = |name: &str| format!("{dir}/{name}");
     let mut rules = String::from("set isoroot_hit=; ");
     for rule in &p.select {
         match rule {
-            Select::File(name) | Select::Chain(name) => rules.push_str(&exists(&format!("{dir}/{name}"))),
-            Select::Glob(pattern) => rules.push_str(&exists(&format!("{dir}/{pattern}"))),
-            Select::Stack(layers) => {
-                if let Some(l) = layers.iter().find(|l| !l.optional) {
-                    rules.push_str(&exists(&format!("{dir}/{}", l.name)));
-                }
+            Select::File(name) | Select::Glob(name) => rules.push_str(&exists(&in_dir(name))),
+            // The host takes a chain only when every lower layer is there too, and a
+            // stack when every layer it requires is.
+            Select::Chain(top) => {
+                rules.push_str(&all_exist(&chain(top).iter().map(|n| in_dir(n)).collect::<Vec<_>>()))
             }
+            Select::Stack(layers) => rules.push_str(&all_exist(
+                &layers.iter().filter(|l| !l.optional).map(|l| in_dir(&l.name)).collect::<Vec<_>>(),
+            )),
             Select::CmdlineChain(_) | Select::InitrdChain { .. } => {}
         }
     }
@@ -115,7 +137,7 @@ fn detect(p: &Profile) -> String {
     }
     let _ = writeln!(s, "    if [ -n \"$isoroot_ok\" ]; then\n      set isoroot_profile={}", sq(&p.name));
     if let Some(why) = &p.unsupported {
-        let _ = writeln!(s, "      set isoroot_why={}", sq(&shown(why)));
+        let _ = writeln!(s, "      set isoroot_why={}", sq(&one_line(why, usize::MAX)));
     } else if p.init.is_none() {
         let _ = writeln!(
             s,
@@ -175,6 +197,8 @@ pub fn grub_cfg(m: &BootMenu<'_>) -> String {
     }
     let _ = writeln!(s, "set isoroot_esp=$root\nset isoroot_append={}", sq(&append.join(" ")));
     let _ = writeln!(s, "search --no-floppy --fs-uuid --set=isoroot_data {}", sq(m.data_uuid));
+    // A submenu runs in a new context that sees only exported variables.
+    s.push_str("export isoroot_esp\nexport isoroot_append\nexport isoroot_data\n");
 
     // Sets isoroot_profile, _kernel, _initrd, _tokens and _why for the ISO at (isoroot_probe).
     s.push_str("\nfunction isoroot_detect {\n  set isoroot_profile=\n  set isoroot_kernel=\n  set isoroot_initrd=\n  set isoroot_tokens=\n  set isoroot_why=\n  set isoroot_label=\n  probe --set=isoroot_label --label (isoroot_probe)\n");
@@ -226,16 +250,23 @@ function isoroot_entries {{
         sleep --verbose --interruptible 60
       }}
     fi
-  elif [ "$2" = main -a -n "$isoroot_kernel" -a -n "$isoroot_initrd" ]; then
-    menuentry "$isoroot_title" "$isoroot_path" "$isoroot_kernel" "$isoroot_initrd" "$isoroot_tokens" {{
+    return
+  fi
+  # The timeout boots the first ISO that can be booted.
+  if [ -z "$isoroot_default" ]; then
+    set isoroot_default="$isoroot_path"
+    set default="$isoroot_path"
+  fi
+  if [ "$2" = main -a -n "$isoroot_kernel" -a -n "$isoroot_initrd" ]; then
+    menuentry "$isoroot_title" --id "$isoroot_path" "$isoroot_path" "$isoroot_kernel" "$isoroot_initrd" "$isoroot_tokens" {{
       if [ -d (isoroot_iso)/ ]; then loopback -d isoroot_iso; fi
       loopback isoroot_iso "($isoroot_data)$2"
       echo "Loading $3 and $4 from $2"
-      linux (isoroot_iso)$3 $5 rdinit=/isoroot/init {iso_word} $isoroot_append
-      initrd (isoroot_iso)$4 ($isoroot_esp){ADDON}
+      linux "(isoroot_iso)$3" $5 rdinit=/isoroot/init {iso_word} $isoroot_append
+      initrd "(isoroot_iso)$4" ($isoroot_esp){ADDON}
     }}
   else
-    menuentry "$isoroot_title, with this stick's kernel" "$isoroot_path" "$isoroot_tokens" {{
+    menuentry "$isoroot_title, with this stick's kernel" --id "$isoroot_path" "$isoroot_path" "$isoroot_tokens" {{
       echo "Loading this stick's kernel for $2"
       linux ($isoroot_esp){HOST_KERNEL} $3 {iso_word} $isoroot_append
       initrd ($isoroot_esp){HOST_INITRD}

@@ -151,7 +151,7 @@ fn path_in_fs(canon: &Path, dev: u64) -> Result<String> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('\\') {

@@ -7,15 +7,16 @@
 //! files, containers). Without `--yes` it only prints the plan.
 
 use crate::bootmenu::{self, BootMenu, ADDON, ESP_DIR, HOST_INITRD, HOST_KERNEL};
+use crate::extents::unescape;
 use crate::initramfs::{self, Compress};
 use crate::inspect;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use isoroot_fs::parttable::{self, kind, Partition};
 use isoroot_fs::superblock;
 use isoroot_fs::{human_size, Window};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -69,6 +70,28 @@ impl DataFs {
         }
     }
 
+    /// Why `label` cannot be this filesystem's label (its length, or characters that its
+    /// mkfs or the partition table would refuse or misread), checked before anything is
+    /// written.
+    fn bad_label(self, label: &str) -> Option<String> {
+        let (max, units) = match self {
+            DataFs::Exfat | DataFs::Fat32 => (11, label.chars().count()),
+            DataFs::Ext4 => (16, label.len()),
+            DataFs::Ntfs => (32, label.chars().count()),
+        };
+        if label.is_empty() || units > max {
+            return Some(format!("a {} label has 1 to {max} characters", self.name()));
+        }
+        let plain = |c: char| match self {
+            DataFs::Fat32 => c.is_ascii_alphanumeric() || " -_".contains(c),
+            _ => !c.is_control() && !"\"\\/".contains(c),
+        };
+        (!label.chars().all(plain)).then(|| match self {
+            DataFs::Fat32 => "a FAT32 label takes ASCII letters, digits, spaces, - and _".to_string(),
+            _ => "a label cannot hold control characters, quotes, slashes or backslashes".to_string(),
+        })
+    }
+
     fn mkfs(self, label: &str, dev: &Path) -> Command {
         let (prog, args): (&str, Vec<&str>) = match self {
             DataFs::Exfat => ("mkfs.exfat", vec!["-L", label]),
@@ -101,6 +124,12 @@ pub struct Options {
     pub profiles: Vec<PathBuf>,
 }
 
+impl Options {
+    fn writes(&self) -> bool {
+        self.yes && !self.dry_run
+    }
+}
+
 /// The disk or image being written.
 struct Target {
     path: PathBuf,
@@ -121,36 +150,33 @@ fn dev_numbers(rdev: u64) -> String {
 impl Target {
     fn open(path: &Path, size: Option<u64>, create: bool) -> Result<Target> {
         if !path.exists() {
+            // A device node that is not there (the stick not plugged in yet) must not
+            // become a file that hides it when it comes.
+            if path.starts_with("/dev") {
+                bail!("{} does not exist: is the disk plugged in?", path.display());
+            }
             match size {
-                Some(size) if create => {
-                    File::create(path)
-                        .and_then(|f| f.set_len(size))
-                        .with_context(|| format!("creating {}", path.display()))?;
-                }
-                Some(_) => {}
+                Some(size) if create => File::create(path)
+                    .and_then(|f| f.set_len(size))
+                    .with_context(|| format!("creating {}", path.display()))?,
+                Some(size) => return Ok(Target { path: path.into(), size, what: "new disk image".into() }),
                 None => bail!(
                     "{} does not exist (name a disk, or an image file with --size to create it)",
                     path.display()
                 ),
             }
         }
-        let meta = match std::fs::metadata(path) {
-            Ok(m) => m,
-            // --size without --yes: the plan of an image that is not made yet.
-            Err(_) if size.is_some() => {
-                return Ok(Target {
-                    path: path.into(),
-                    size: size.unwrap_or(0),
-                    what: "new disk image".into(),
-                })
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+        let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
         let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let size = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))?;
+        let size = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
+            .with_context(|| format!("reading the size of {}", path.display()))?;
         let what = if meta.file_type().is_block_device() {
             let name = block_name(meta.rdev())?;
             let class = Path::new("/sys/class/block").join(&name);
+            let sector = sys(class.join("queue/logical_block_size")).unwrap_or_default();
+            if sector != "512" {
+                bail!("{name} has {sector}-byte sectors: isoroot install writes 512-byte-sector disks only");
+            }
             let model = [sys(class.join("device/vendor")), sys(class.join("device/model"))]
                 .into_iter()
                 .flatten()
@@ -185,26 +211,27 @@ fn block_name(rdev: u64) -> Result<String> {
     Ok(real.file_name().unwrap_or_default().to_string_lossy().into_owned())
 }
 
-/// Why the target must not be written: it is in use, read-only, a partition, or attached.
-fn in_use(path: &Path) -> Result<Option<String>> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(_) => return Ok(None),
-    };
-    if meta.is_file() {
-        let me = std::fs::canonicalize(path)?;
-        for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
-            let backing = sys(e.path().join("loop/backing_file"));
-            if backing.is_some_and(|b| Path::new(&b) == me) {
-                return Ok(Some(format!(
-                    "it is attached to /dev/{} (detach it with losetup -d first)",
-                    e.file_name().to_string_lossy()
-                )));
-            }
+/// Why an image file must not be written: a loop device is attached to it.
+fn file_in_use(path: &Path) -> Result<Option<String>> {
+    let me = std::fs::canonicalize(path).with_context(|| format!("reading {}", path.display()))?;
+    for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+        let backing = sys(e.path().join("loop/backing_file"));
+        if backing.is_some_and(|b| Path::new(&b) == me) {
+            return Ok(Some(format!(
+                "it is attached to /dev/{} (detach it with losetup -d first)",
+                e.file_name().to_string_lossy()
+            )));
         }
-        return Ok(None);
     }
-    let name = block_name(meta.rdev())?;
+    Ok(None)
+}
+
+/// Why a disk must not be written: it is a partition, read-only, or it or one of its
+/// partitions is mounted, a swap, or held by another device; and, for what these miss
+/// (a mount in another namespace, btrfs's anonymous device numbers), the kernel's refusal
+/// of an exclusive open.
+fn disk_in_use(path: &Path, rdev: u64) -> Result<Option<String>> {
+    let name = block_name(rdev)?;
     let class = Path::new("/sys/class/block").join(&name);
     if class.join("partition").exists() {
         return Ok(Some(format!("{name} is a partition: name the whole disk")));
@@ -212,9 +239,8 @@ fn in_use(path: &Path) -> Result<Option<String>> {
     if sys(class.join("ro")).as_deref() == Some("1") {
         return Ok(Some(format!("{name} is read-only")));
     }
-    // The disk and its partitions, by MAJ:MIN.
     let mut devs = vec![(name.clone(), sys(class.join("dev")).unwrap_or_default())];
-    for e in std::fs::read_dir(&class)?.flatten() {
+    for e in std::fs::read_dir(&class).with_context(|| format!("reading {}", class.display()))?.flatten() {
         if e.path().join("partition").exists() {
             devs.push((
                 e.file_name().to_string_lossy().into_owned(),
@@ -229,11 +255,10 @@ fn in_use(path: &Path) -> Result<Option<String>> {
         for line in mountinfo.lines() {
             let f: Vec<&str> = line.split(' ').collect();
             if f.get(2) == Some(&numbers.as_str()) {
-                let at = f.get(4).copied().unwrap_or("?");
-                let what = match at {
-                    "/" => "the running system's root".to_string(),
-                    "/boot" | "/boot/efi" => format!("the running system's {at}"),
-                    _ => at.to_string(),
+                let at = unescape(f.get(4).copied().unwrap_or("?"));
+                let what = match at.as_str() {
+                    "/" => "/, the running system's root".to_string(),
+                    _ => at,
                 };
                 return Ok(Some(format!("/dev/{dev} is mounted on {what}")));
             }
@@ -251,21 +276,45 @@ fn in_use(path: &Path) -> Result<Option<String>> {
             return Ok(Some(format!("/dev/{dev} is in use by {}", h.file_name().to_string_lossy())));
         }
     }
-    Ok(None)
+    let exclusive =
+        std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_EXCL.bits()).open(path);
+    match exclusive {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+            Ok(Some(format!("{name} is in use: the kernel refuses to open it exclusively")))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Why the target must not be written.
+fn in_use(path: &Path) -> Result<Option<String>> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Ok(m) if m.file_type().is_block_device() => disk_in_use(path, m.rdev()),
+        Ok(m) if m.is_file() => file_in_use(path),
+        Ok(_) => bail!("{} is neither a block device nor a file", path.display()),
+    }
 }
 
 /// What is on the target now, one line per partition.
 fn describe(t: &Target) -> Result<Vec<String>> {
-    let Ok(f) = t.read() else { return Ok(vec![]) };
+    if !t.path.exists() {
+        return Ok(vec![]);
+    }
+    let f = t.read()?;
+    let name = t.path.display();
     let mut out = Vec::new();
-    let table = parttable::table(&f, 512).unwrap_or_default();
+    let table =
+        parttable::table(&f, 512).with_context(|| format!("reading the partition table of {name}"))?;
     if table.is_empty() {
-        if let Ok(Some(fs)) = superblock::probe(&f) {
+        if let Some(fs) = superblock::probe(&f).with_context(|| format!("reading {name}"))? {
             out.push(format!("the whole disk: {}{}", fs.kind.name(), label_text(&fs.label)));
         }
     }
     for p in table {
-        let fs = superblock::probe(&Window { dev: &f, offset: p.start }).ok().flatten();
+        let fs = superblock::probe(&Window { dev: &f, offset: p.start })
+            .with_context(|| format!("reading partition {} of {name}", p.number))?;
         let (kind, label) = fs.map(|fs| (fs.kind.name(), fs.label)).unwrap_or(("no filesystem", None));
         let name = p.label.map(|l| format!(" \"{l}\"")).unwrap_or_default();
         out.push(format!(
@@ -307,13 +356,14 @@ impl Drop for Loop {
     }
 }
 
-/// A scratch directory, removed when dropped.
+/// A scratch directory only this process can have made, removed when dropped.
 struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("isoroot-install-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let template = std::env::temp_dir().join("isoroot-install-XXXXXX");
+        let dir =
+            nix::unistd::mkdtemp(&template).with_context(|| format!("creating {}", template.display()))?;
         Ok(Scratch(dir))
     }
 }
@@ -326,7 +376,7 @@ impl Drop for Scratch {
 
 fn random_u32() -> Result<u32> {
     let mut b = [0u8; 4];
-    File::open("/dev/urandom")?.read_exact(&mut b)?;
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("reading /dev/urandom")?;
     Ok(u32::from_le_bytes(b))
 }
 
@@ -367,10 +417,12 @@ struct Layout {
 }
 
 fn layout(t: &Target) -> Result<Layout> {
-    let table = parttable::table(&t.read()?, 512)?;
+    let name = t.path.display();
+    let table = parttable::table(&t.read()?, 512)
+        .with_context(|| format!("reading the partition table of {name}"))?;
     let find = |n: u32, want: &[&str], what: &str| -> Result<Partition> {
         table.iter().find(|p| p.number == n && want.contains(&p.kind.as_str())).cloned().with_context(|| {
-            format!("{} has no {what} as partition {n}: it was not made by isoroot install", t.path.display())
+            format!("{name} has no {what} as partition {n}: it was not made by isoroot install")
         })
     };
     Ok(Layout {
@@ -380,25 +432,16 @@ fn layout(t: &Target) -> Result<Layout> {
     })
 }
 
-/// Formats the data partition and returns its filesystem UUID.
-fn format_data(t: &Target, data: &Partition, fs: DataFs, label: &str) -> Result<String> {
+/// Formats the data partition; returns its filesystem as blkid names it, and its UUID.
+fn format_data(t: &Target, data: &Partition, fs: DataFs, label: &str) -> Result<(&'static str, String)> {
     let dev = Loop::attach(&t.path, data.start, data.size)?;
     run(&mut fs.mkfs(label, Path::new(&dev.0)))
         .with_context(|| format!("making the {} data partition", fs.name()))?;
-    let info = superblock::probe(&File::open(&dev.0)?)?
+    let info = superblock::probe(&File::open(&dev.0).with_context(|| format!("opening {}", dev.0))?)
+        .with_context(|| format!("reading {}", dev.0))?
         .with_context(|| format!("no filesystem on {} after mkfs", dev.0))?;
-    info.uuid.with_context(|| format!("the new {} filesystem has no UUID", fs.name()))
-}
-
-/// GRUB's embedded configuration: find the ESP by its serial, wherever the firmware put
-/// the disk, and read the menu from it.
-fn early_cfg(dir: &Path, esp_uuid: &str) -> Result<PathBuf> {
-    let path = dir.join("early.cfg");
-    std::fs::write(
-        &path,
-        format!("search --no-floppy --fs-uuid --set=root {esp_uuid}\nset prefix=($root)/boot/grub\n"),
-    )?;
-    Ok(path)
+    let uuid = info.uuid.with_context(|| format!("the new {} filesystem has no UUID", fs.name()))?;
+    Ok((info.kind.name(), uuid))
 }
 
 fn grub_mkimage(platform: &str, dir: &str, out: &Path, early: &Path, modules: &[&str]) -> Result<()> {
@@ -417,108 +460,131 @@ fn grub_mkimage(platform: &str, dir: &str, out: &Path, early: &Path, modules: &[
 /// Copies GRUB's modules for a platform into the ESP tree, where the prefix points.
 fn grub_modules(from: &str, tree: &Path, platform: &str) -> Result<()> {
     let to = tree.join("boot/grub").join(platform);
-    std::fs::create_dir_all(&to)?;
+    std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
     for e in std::fs::read_dir(from).with_context(|| format!("reading {from}"))? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "mod" || x == "lst") {
-            std::fs::copy(&p, to.join(p.file_name().unwrap_or_default()))?;
+            std::fs::copy(&p, to.join(p.file_name().unwrap_or_default()))
+                .with_context(|| format!("copying {}", p.display()))?;
         }
     }
     Ok(())
 }
 
-/// Builds the ESP as a FAT32 image in `scratch` and returns it with BIOS GRUB's core.img;
-/// `data` is the data partition's filesystem and UUID.
-fn build_esp(o: &Options, data: (&str, &str), scratch: &Path) -> Result<(PathBuf, PathBuf)> {
-    let (data_fs, data_uuid) = data;
-    let serial = random_u32()?;
-    let esp_uuid = format!("{:04x}-{:04x}", serial >> 16, serial & 0xffff);
-    let tree = scratch.join("esp");
-    let isoroot = tree.join(ESP_DIR.trim_start_matches('/'));
-    std::fs::create_dir_all(tree.join("EFI/BOOT"))?;
-    std::fs::create_dir_all(&isoroot)?;
-    let early = early_cfg(scratch, &esp_uuid)?;
-    grub_mkimage(
-        "x86_64-efi",
-        GRUB_EFI,
-        &tree.join("EFI/BOOT/BOOTX64.EFI"),
-        &early,
-        &["part_gpt", "part_msdos", "fat", "search"],
-    )?;
-    let core = scratch.join("core.img");
-    grub_mkimage(
-        "i386-pc",
-        GRUB_BIOS,
-        &core,
-        &early,
-        &["biosdisk", "part_gpt", "part_msdos", "fat", "search"],
-    )?;
-    grub_modules(GRUB_EFI, &tree, "x86_64-efi")?;
-    grub_modules(GRUB_BIOS, &tree, "i386-pc")?;
-    let in_esp = |p: &str| tree.join(p.trim_start_matches('/'));
-    std::fs::copy(&o.kernel, in_esp(HOST_KERNEL))
-        .with_context(|| format!("copying {}", o.kernel.display()))?;
-    let image = |out: PathBuf, no_modules: bool| {
-        initramfs::build(&initramfs::Options {
-            out,
-            kver: o.kver.clone(),
-            modules_dir: o.modules_dir.clone(),
-            no_modules,
-            compress: Compress::Zstd,
-            init: o.init.clone(),
-            rescue_shell: None,
-            profiles: o.profiles.clone(),
-            add_modules: vec![],
-            network: false,
-        })
-    };
-    image(in_esp(HOST_INITRD), false)?;
-    image(in_esp(ADDON), true)?;
-    let profiles = inspect::profiles(&o.profiles)?;
-    let cfg = bootmenu::grub_cfg(&BootMenu {
-        profiles: &profiles,
-        data_uuid,
-        serial: o.serial,
-        timeout: o.timeout,
-        append: &o.append,
-    });
-    std::fs::write(tree.join("boot/grub/grub.cfg"), cfg)?;
-    std::fs::write(
-        in_esp(RECORD),
-        format!("isoroot {}\nkernel {}\ndata {data_fs} {data_uuid}\n", env!("CARGO_PKG_VERSION"), o.kver,),
-    )?;
-    let img = scratch.join("esp.img");
-    run(Command::new("mkfs.vfat")
-        .args(["-F", "32", "-n", ESP_LABEL, "-i", &format!("{serial:08x}"), "-C"])
-        .arg(&img)
-        .arg((ESP_SIZE / 1024).to_string()))
-    .context("making the ESP (package dosfstools)")?;
-    for e in std::fs::read_dir(&tree)? {
-        run(Command::new("mcopy").args(["-s", "-i"]).arg(&img).arg(e?.path()).arg("::/"))
-            .context("copying files into the ESP (package mtools)")?;
+/// The ESP's files, made before anything is written to the target: GRUB for both
+/// firmwares (each finding the ESP by its serial), GRUB's modules, the kernel and isoroot's
+/// two images. Only the menu waits for the data partition's UUID ([`Esp::image`]).
+struct Esp {
+    tree: PathBuf,
+    core: PathBuf,
+    serial: u32,
+}
+
+impl Esp {
+    fn prepare(o: &Options, scratch: &Path) -> Result<Esp> {
+        let serial = random_u32()?;
+        let tree = scratch.join("esp");
+        let in_esp = |p: &str| tree.join(p.trim_start_matches('/'));
+        for dir in ["EFI/BOOT", ESP_DIR] {
+            std::fs::create_dir_all(in_esp(dir))
+                .with_context(|| format!("creating {}", in_esp(dir).display()))?;
+        }
+        let early = scratch.join("early.cfg");
+        std::fs::write(
+            &early,
+            format!(
+                "search --no-floppy --fs-uuid --set=root {:04x}-{:04x}\nset prefix=($root)/boot/grub\n",
+                serial >> 16,
+                serial & 0xffff
+            ),
+        )
+        .with_context(|| format!("writing {}", early.display()))?;
+        let efi = &["part_gpt", "part_msdos", "fat", "search"];
+        grub_mkimage("x86_64-efi", GRUB_EFI, &in_esp("EFI/BOOT/BOOTX64.EFI"), &early, efi)?;
+        let core = scratch.join("core.img");
+        grub_mkimage(
+            "i386-pc",
+            GRUB_BIOS,
+            &core,
+            &early,
+            &["biosdisk", "part_gpt", "part_msdos", "fat", "search"],
+        )?;
+        grub_modules(GRUB_EFI, &tree, "x86_64-efi")?;
+        grub_modules(GRUB_BIOS, &tree, "i386-pc")?;
+        std::fs::copy(&o.kernel, in_esp(HOST_KERNEL))
+            .with_context(|| format!("copying {}", o.kernel.display()))?;
+        for (out, no_modules) in [(HOST_INITRD, false), (ADDON, true)] {
+            initramfs::build(&initramfs::Options {
+                out: in_esp(out),
+                kver: o.kver.clone(),
+                modules_dir: o.modules_dir.clone(),
+                no_modules,
+                compress: Compress::Zstd,
+                init: o.init.clone(),
+                rescue_shell: None,
+                profiles: o.profiles.clone(),
+                add_modules: vec![],
+                network: false,
+            })?;
+        }
+        Ok(Esp { tree, core, serial })
     }
-    Ok((img, core))
+
+    /// The menu for the data partition (`kind` as blkid names it, `uuid`), then the ESP as
+    /// a FAT32 image in `scratch`.
+    fn image(&self, o: &Options, (kind, uuid): (&str, &str), scratch: &Path) -> Result<PathBuf> {
+        let profiles = inspect::profiles(&o.profiles)?;
+        let cfg = bootmenu::grub_cfg(&BootMenu {
+            profiles: &profiles,
+            data_uuid: uuid,
+            serial: o.serial,
+            timeout: o.timeout,
+            append: &o.append,
+        });
+        let write = |rel: &str, text: String| {
+            let path = self.tree.join(rel.trim_start_matches('/'));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        write("/boot/grub/grub.cfg", cfg)?;
+        write(
+            RECORD,
+            format!("isoroot {}\nkernel {}\ndata {kind} {uuid}\n", env!("CARGO_PKG_VERSION"), o.kver),
+        )?;
+        let img = scratch.join("esp.img");
+        run(Command::new("mkfs.vfat")
+            .args(["-F", "32", "-n", ESP_LABEL, "-i", &format!("{:08x}", self.serial), "-C"])
+            .arg(&img)
+            .arg((ESP_SIZE / 1024).to_string()))
+        .context("making the ESP (package dosfstools)")?;
+        for e in std::fs::read_dir(&self.tree).with_context(|| format!("reading {}", self.tree.display()))? {
+            run(Command::new("mcopy").args(["-s", "-i"]).arg(&img).arg(e?.path()).arg("::/"))
+                .context("copying files into the ESP (package mtools)")?;
+        }
+        Ok(img)
+    }
 }
 
 /// Copies `from` into the target at `offset`.
-fn write_at(target: &File, from: &Path, offset: u64) -> Result<()> {
-    let mut src = File::open(from)?;
+fn write_at(target: &File, name: &Path, from: &Path, offset: u64) -> Result<()> {
+    let mut src = File::open(from).with_context(|| format!("opening {}", from.display()))?;
     let mut buf = vec![0u8; 4 * MIB as usize];
     let mut at = offset;
     loop {
-        let n = src.read(&mut buf)?;
+        let n = src.read(&mut buf).with_context(|| format!("reading {}", from.display()))?;
         if n == 0 {
             return Ok(());
         }
-        target.write_all_at(&buf[..n], at)?;
+        target
+            .write_all_at(&buf[..n], at)
+            .with_context(|| format!("writing {} at byte {at}", name.display()))?;
         at += n as u64;
     }
 }
 
 /// GRUB for BIOS: core.img in the BIOS boot partition, boot.img's code in the MBR, each
 /// told where the other is, as grub-bios-setup does.
-fn write_bios(target: &File, l: &Layout, core: &Path) -> Result<()> {
-    let mut core = std::fs::read(core)?;
+fn write_bios(target: &File, name: &Path, l: &Layout, core: &Path) -> Result<()> {
+    let mut core = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
     ensure!(
         core.len() as u64 <= l.bios.size,
         "GRUB's core.img ({} bytes) does not fit the BIOS boot partition",
@@ -526,12 +592,17 @@ fn write_bios(target: &File, l: &Layout, core: &Path) -> Result<()> {
     );
     let first = l.bios.start / 512;
     core[CORE_BLOCKLIST_START..CORE_BLOCKLIST_START + 8].copy_from_slice(&(first + 1).to_le_bytes());
-    let mut boot = std::fs::read(Path::new(GRUB_BIOS).join("boot.img")).context("reading GRUB's boot.img")?;
-    ensure!(boot.len() == 512, "GRUB's boot.img is not one sector");
+    let boot_img = Path::new(GRUB_BIOS).join("boot.img");
+    let mut boot = std::fs::read(&boot_img).with_context(|| format!("reading {}", boot_img.display()))?;
+    ensure!(boot.len() == 512, "{} is not one sector", boot_img.display());
     boot[BOOT_KERNEL_SECTOR..BOOT_KERNEL_SECTOR + 8].copy_from_slice(&first.to_le_bytes());
     boot[BOOT_DRIVE_CHECK..BOOT_DRIVE_CHECK + 2].copy_from_slice(&[0x90, 0x90]);
-    target.write_all_at(&core, l.bios.start)?;
-    target.write_all_at(&boot[..MBR_CODE], 0)?;
+    target
+        .write_all_at(&core, l.bios.start)
+        .with_context(|| format!("writing GRUB's core.img to {}", name.display()))?;
+    target
+        .write_all_at(&boot[..MBR_CODE], 0)
+        .with_context(|| format!("writing GRUB's boot code to {}", name.display()))?;
     Ok(())
 }
 
@@ -542,13 +613,26 @@ fn recorded(t: &Target, esp: &Partition) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().replace('\n', ", "))
 }
 
+fn nothing_written(o: &Options) {
+    println!(
+        "nothing was written{}",
+        if o.dry_run { " (--dry-run)" } else { ": run again with --yes to write it" }
+    );
+}
+
 pub fn run_install(o: &Options) -> Result<()> {
     if let Some(why) = in_use(&o.target)? {
         bail!("refusing to write {}: {why}", o.target.display());
     }
+    if o.update {
+        return update(o, &Target::open(&o.target, None, false)?);
+    }
+    if let Some(why) = o.fs.bad_label(&o.label) {
+        bail!("--label {:?}: {why}", o.label);
+    }
     let need = ESP_AT + ESP_SIZE + MIN_DATA + GPT_TAIL;
     let too_small = |size: u64, what: &str| {
-        anyhow::anyhow!(
+        anyhow!(
             "{} is too small: {} ({what}), and isoroot needs at least {}",
             o.target.display(),
             human_size(size),
@@ -558,15 +642,11 @@ pub fn run_install(o: &Options) -> Result<()> {
     if let Some(size) = o.size.filter(|&s| s < need && !o.target.exists()) {
         return Err(too_small(size, "--size"));
     }
-    let t = Target::open(&o.target, o.size, o.yes && !o.dry_run)?;
-    let name = t.path.display();
-    if o.update {
-        return update(o, &t);
-    }
+    let t = Target::open(&o.target, o.size, o.writes())?;
     if t.size < need {
         return Err(too_small(t.size, &t.what));
     }
-    println!("isoroot install: {name}: {}, {}", t.what, human_size(t.size));
+    println!("isoroot install: {}: {}, {}", t.path.display(), t.what, human_size(t.size));
     let now = describe(&t)?;
     if now.is_empty() {
         println!("  now: no partition table or filesystem found");
@@ -590,66 +670,82 @@ pub fn run_install(o: &Options) -> Result<()> {
         o.fs.name(),
         o.label
     );
-    if o.dry_run || !o.yes {
-        println!(
-            "nothing was written{}",
-            if o.dry_run { " (--dry-run)" } else { ": run again with --yes to write it" }
-        );
+    if !o.writes() {
+        nothing_written(o);
         return Ok(());
     }
-    partition(&t, o.fs, &o.label)?;
-    let l = layout(&t)?;
-    let target = t.write()?;
-    // Old signatures at the starts of the new partitions must not outlive them.
-    let zero = vec![0u8; MIB as usize];
-    for p in [&l.bios, &l.esp, &l.data] {
-        target.write_all_at(&zero, p.start)?;
-    }
-    target.sync_all()?;
-    let data_uuid = format_data(&t, &l.data, o.fs, &o.label)?;
     let scratch = Scratch::new()?;
-    let (esp, core) = build_esp(o, (o.fs.name(), &data_uuid), &scratch.0)?;
-    write_at(&target, &esp, l.esp.start)?;
-    write_bios(&target, &l, &core)?;
-    target.sync_all().with_context(|| format!("flushing {name}"))?;
+    let esp = Esp::prepare(o, &scratch.0)?;
+    // From here on the disk changes: a failure says so.
+    let data = write_new(o, &t, &esp, &scratch.0)
+        .with_context(|| format!("{} is half-written: run isoroot install again", t.path.display()))?;
     println!(
-        "done: copy ISO files onto partition 3 ({} \"{}\", UUID {data_uuid}); the menu lists them at every boot",
+        "done: copy ISO files onto partition 3 ({} \"{}\", UUID {}); the menu lists them at every boot",
         o.fs.name(),
-        o.label
+        o.label,
+        data.1
     );
     Ok(())
 }
 
-/// `--update`: new GRUB, isoroot and kernel on the ESP; the partition table and the data
-/// partition are not written.
+/// The table, the data partition, the ESP and GRUB for BIOS; returns the data partition's
+/// filesystem and UUID.
+fn write_new(o: &Options, t: &Target, esp: &Esp, scratch: &Path) -> Result<(&'static str, String)> {
+    partition(t, o.fs, &o.label)?;
+    let l = layout(t)?;
+    let target = t.write()?;
+    // Old signatures at the starts of the new partitions must not outlive them.
+    let zero = vec![0u8; MIB as usize];
+    for p in [&l.bios, &l.esp, &l.data] {
+        target.write_all_at(&zero, p.start).with_context(|| format!("writing {}", t.path.display()))?;
+    }
+    target.sync_all().with_context(|| format!("flushing {}", t.path.display()))?;
+    let data = format_data(t, &l.data, o.fs, &o.label)?;
+    let img = esp.image(o, (data.0, &data.1), scratch)?;
+    write_at(&target, &t.path, &img, l.esp.start)?;
+    write_bios(&target, &t.path, &l, &esp.core)?;
+    target.sync_all().with_context(|| format!("flushing {}", t.path.display()))?;
+    Ok(data)
+}
+
+/// `--update`: new GRUB, isoroot and kernel on the ESP of a disk `install` made; the
+/// partition table and the data partition are not written.
 fn update(o: &Options, t: &Target) -> Result<()> {
+    let name = t.path.display();
     let l = layout(t)?;
     let f = t.read()?;
-    let fs = superblock::probe(&Window { dev: &f, offset: l.data.start })?
-        .with_context(|| format!("no filesystem on the data partition of {}", t.path.display()))?;
-    let data_uuid = fs.uuid.with_context(|| "the data partition's filesystem has no UUID")?;
-    let before = recorded(t, &l.esp).unwrap_or_else(|| "an unknown version".into());
+    let probe = |p: &Partition| {
+        superblock::probe(&Window { dev: &f, offset: p.start })
+            .with_context(|| format!("reading partition {} of {name}", p.number))
+    };
+    // The partition types alone fit many hand-made disks: the ESP must be isoroot's.
+    let esp_label = probe(&l.esp)?.and_then(|fs| fs.label);
+    let before = recorded(t, &l.esp);
+    let Some(before) = before.filter(|_| esp_label.as_deref() == Some(ESP_LABEL)) else {
+        bail!(
+            "{name}: partition 2 is not the ESP of isoroot install (no \"{ESP_LABEL}\" label with {RECORD})"
+        );
+    };
+    let fs = probe(&l.data)?.with_context(|| format!("no filesystem on the data partition of {name}"))?;
+    let uuid = fs.uuid.with_context(|| format!("the data partition of {name} has no filesystem UUID"))?;
     println!(
-        "isoroot install --update: {}: replaces {before} with isoroot {}, kernel {}; the data partition ({} UUID {data_uuid}) stays as it is",
-        t.path.display(),
+        "isoroot install --update: {name}: replaces {before} with isoroot {}, kernel {}; the data partition ({} UUID {uuid}) stays as it is",
         env!("CARGO_PKG_VERSION"),
         o.kver,
         fs.kind.name()
     );
-    if o.dry_run || !o.yes {
-        println!(
-            "nothing was written{}",
-            if o.dry_run { " (--dry-run)" } else { ": run again with --yes to write it" }
-        );
+    if !o.writes() {
+        nothing_written(o);
         return Ok(());
     }
     let scratch = Scratch::new()?;
-    let (esp, core) = build_esp(o, (fs.kind.name(), &data_uuid), &scratch.0)?;
-    ensure!(std::fs::metadata(&esp)?.len() <= l.esp.size, "the new ESP does not fit partition 2");
+    let esp = Esp::prepare(o, &scratch.0)?;
+    let img = esp.image(o, (fs.kind.name(), &uuid), &scratch.0)?;
     let target = t.write()?;
-    write_at(&target, &esp, l.esp.start)?;
-    write_bios(&target, &l, &core)?;
-    target.sync_all()?;
+    write_at(&target, &t.path, &img, l.esp.start)
+        .and_then(|()| write_bios(&target, &t.path, &l, &esp.core))
+        .and_then(|()| target.sync_all().with_context(|| format!("flushing {name}")))
+        .with_context(|| format!("the ESP of {name} is half-written: run isoroot install --update again"))?;
     println!("done");
     Ok(())
 }

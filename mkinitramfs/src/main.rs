@@ -260,7 +260,7 @@ impl InstallArgs {
         };
         install::run_install(&install::Options {
             target: self.target,
-            size: self.size.map(|mib| mib << 20),
+            size: self.size.map(|mib| mib.checked_mul(1 << 20).context("--size is too large")).transpose()?,
             fs: self.fs,
             label: self.label,
             modules_dir: PathBuf::from("/lib/modules").join(&kver),

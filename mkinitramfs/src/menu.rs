@@ -87,13 +87,18 @@ fn own_init(iso: &IsoFs<'_, std::fs::File>) -> Option<String> {
 }
 
 /// Text from an ISO (os-release, its volume label) or a file name, as a line of a boot
-/// loader's file may hold it: a control character would end the line there and let the
-/// ISO start a command of its own, so each becomes a space; white space folds to one space;
-/// at most 100 characters.
+/// loader's file may hold it: see [`one_line`]; at most 100 characters.
 pub fn shown(text: &str) -> String {
+    one_line(text, 100)
+}
+
+/// `text` on one line of at most `max` characters: a control character would end the line
+/// there and let the text start a command of its own, so each becomes a space; white space
+/// folds to one space.
+pub fn one_line(text: &str, max: usize) -> String {
     let mut out = String::new();
     for c in text.chars().map(|c| if c.is_control() || c.is_whitespace() { ' ' } else { c }) {
-        if out.chars().count() == 100 {
+        if out.chars().count() == max {
             break;
         }
         if c != ' ' || !(out.is_empty() || out.ends_with(' ')) {

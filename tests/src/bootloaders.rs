@@ -5,7 +5,7 @@
 //! `isoroot menu` wrote.
 
 use crate::fixtures::Mounted;
-use crate::sh::{cmd, run};
+use crate::sh::{cmd, run, run_input};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fs;
@@ -53,12 +53,7 @@ fn disk(out: &Path, label: &str, parts: &[(&str, &Path)]) -> Result<()> {
         at = (at + sectors).next_multiple_of(2048);
     }
     fs::File::create(out)?.set_len((at + 2048) * 512)?;
-    let mut sfdisk = Command::new("sfdisk");
-    sfdisk.arg("--quiet").arg(out).stdin(std::process::Stdio::piped());
-    let mut child = sfdisk.spawn().context("starting sfdisk")?;
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes())?;
-    drop(child.stdin.take());
-    anyhow::ensure!(child.wait()?.success(), "sfdisk failed on {}", out.display());
+    run_input(Command::new("sfdisk").arg("--quiet").arg(out), script.as_bytes())?;
     for (start, image) in places {
         dd(image, out, start, 512)?;
     }

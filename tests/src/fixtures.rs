@@ -200,19 +200,10 @@ fn fat32(files: &[(&str, &Path)], label: &str, out: &Path) -> Result<()> {
 fn exfat_with(out: &Path, label: &str, work: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     fs::File::create(out)?.set_len(64 << 20)?;
     run(Command::new("mkfs.exfat").args(["-L", label]).arg(out))?;
-    let dev = String::from_utf8(run(Command::new("losetup").args(["-f", "--show"]).arg(out))?.stdout)?
-        .trim()
-        .to_string();
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
-        }
-    }
-    let _loop = Detach(dev.clone());
+    let dev = Loop::new(out, &[])?;
     let mnt = work.join("exfat-mnt");
     fs::create_dir_all(&mnt)?;
-    run(Command::new("mount.exfat-fuse").arg(&dev).arg(&mnt))?;
+    run(Command::new("mount.exfat-fuse").arg(&dev.0).arg(&mnt))?;
     let filled = fill(&mnt);
     run(Command::new("umount").arg(&mnt))?;
     filled
@@ -227,6 +218,23 @@ fn exfat(files: &[(&str, &Path)], label: &str, out: &Path, work: &Path) -> Resul
         }
         Ok(())
     })
+}
+
+/// A loop device over an image (`losetup` ARGS: an offset, read-only), detached when
+/// dropped.
+pub(crate) struct Loop(pub String);
+
+impl Loop {
+    pub(crate) fn new(img: &Path, args: &[&str]) -> Result<Loop> {
+        let out = run(Command::new("losetup").args(["-f", "--show"]).args(args).arg(img))?;
+        Ok(Loop(String::from_utf8(out.stdout)?.trim().to_string()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
 }
 
 /// Unmounts when dropped, so that a failed step leaves no mount behind.

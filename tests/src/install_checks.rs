@@ -3,7 +3,7 @@
 //! (a loop device) as the target. The sticks it makes are booted by the QEMU cases.
 
 use crate::cases::Outcome;
-use crate::fixtures::Fixtures;
+use crate::fixtures::{Fixtures, Loop};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,23 +107,6 @@ fn update_keeps_data(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), St
     Ok(())
 }
 
-/// A loop device over an image file, detached when dropped.
-struct Loop(String);
-
-impl Loop {
-    fn new(img: &Path, args: &[&str]) -> Result<Loop, String> {
-        let out = crate::sh::run(Command::new("losetup").args(["-f", "--show"]).args(args).arg(img))
-            .map_err(err)?;
-        Ok(Loop(String::from_utf8_lossy(&out.stdout).trim().to_string()))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
 /// Each refusal names its reason, and the disk is byte-identical afterwards.
 fn refusals(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), String> {
     let refused = |target: &Path, args: &[&str], why: &str| -> Result<(), String> {
@@ -138,8 +121,13 @@ fn refusals(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), String> {
     refused(&small, &["--size", "100", "--yes"], "is too small: 100.0 MiB")?;
     let img = used_disk(f, "install-refused.img")?;
     let before = whole(&img)?;
+    refused(
+        &img,
+        &["--yes", "--fs", "fat32", "--label", "ISO STICK 2026"],
+        "a FAT32 label has 1 to 11 characters",
+    )?;
     {
-        let dev = Loop::new(&img, &[])?;
+        let dev = Loop::new(&img, &[]).map_err(err)?;
         refused(&img, &["--yes"], &format!("it is attached to {}", dev.0))?;
         let mnt = f.dir.join("install-refused-mnt");
         std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
@@ -151,12 +139,23 @@ fn refusals(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), String> {
         mounted?;
     }
     {
-        let dev = Loop::new(&img, &["--read-only"])?;
+        let dev = Loop::new(&img, &["--read-only"]).map_err(err)?;
         let name = dev.0.trim_start_matches("/dev/");
         refused(Path::new(&dev.0), &["--yes"], &format!("{name} is read-only"))?;
     }
     if whole(&img)? != before {
         return Err(format!("{} changed while install refused it", img.display()));
+    }
+    // The partition types of a stick, made by hand: --update must not take it for one.
+    let other = f.dir.join("install-not-ours.img");
+    std::fs::copy(&img, &other).map_err(|e| e.to_string())?;
+    let table = "label: gpt\nsize=1MiB, type=21686148-6449-6E6F-744E-656564454649\n\
+                 size=128MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\ntype=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n";
+    crate::sh::run_input(Command::new("sfdisk").arg("--quiet").arg(&other), table.as_bytes()).map_err(err)?;
+    let before = whole(&other)?;
+    refused(&other, &["--update", "--yes"], "partition 2 is not the ESP of isoroot install")?;
+    if whole(&other)? != before {
+        return Err(format!("{} changed while --update refused it", other.display()));
     }
     Ok(())
 }
@@ -165,7 +164,7 @@ fn refusals(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), String> {
 /// the table sfdisk reads back has the three partitions.
 fn block_device(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), String> {
     let img = used_disk(f, "install-block.img")?;
-    let dev = Loop::new(&img, &[])?;
+    let dev = Loop::new(&img, &[]).map_err(err)?;
     let name = dev.0.trim_start_matches("/dev/");
     let out = install(isoroot, init, f, Path::new(&dev.0), &["--yes", "--fs", "ext4"])?;
     expect(&out, &[&format!("({name}), 300.0 MiB"), "labelled \"HOLIDAYS\"", "done"])?;
@@ -185,7 +184,7 @@ pub fn run(isoroot: &Path, init: &Path, f: &Fixtures, filter: Option<&str>) -> V
     let checks: [(&str, Check); 4] = [
         ("install writes nothing without --yes, nor with --dry-run", writes_nothing),
         ("install --update keeps the partition table and the data partition", update_keeps_data),
-        ("install refuses a small, attached, mounted or read-only target", refusals),
+        ("install refuses a bad label and a small, attached, mounted or read-only target; --update a disk it did not make", refusals),
         ("install onto a block device", block_device),
     ];
     checks

@@ -101,6 +101,17 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             stick(debian(), "vfat", "/Linux ISOs/débian live.iso"),
         ),
         loader(
+            "isoroot install, exFAT: the submenu's first entry, with the stick's kernel (isoroot standalone)",
+            "stick-exfat",
+            Firmware::Bios,
+            Some("vvv\r\r"),
+            and(
+                via(debian(), &scan("exfat")),
+                &["BOOT_IMAGE=(hd0,gpt2)/isoroot/vmlinuz ", ":/Linux ISOs/débian live.iso on /dev/vda3 "],
+                &["rdinit=/isoroot/init"],
+            ),
+        ),
+        loader(
             "isoroot install, NTFS: GRUB for UEFI boots the first ISO",
             "stick-ntfs",
             Firmware::Uefi,

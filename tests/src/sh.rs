@@ -23,6 +23,23 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
+/// [`run`] with `input` on the command's standard input.
+pub fn run_input(cmd: &mut Command, input: &[u8]) -> Result<Output> {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
+    std::io::Write::write_all(child.stdin.as_mut().context("the command's input")?, input)?;
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{} failed ({}):\n{}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out)
+}
+
 /// `run` for a program and its arguments.
 pub fn cmd<I, S>(program: &str, args: I) -> Result<Output>
 where

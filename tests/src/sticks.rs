@@ -3,6 +3,7 @@
 //! exFAT, an ext4 loop mount, mtools, ntfs-3g), as a user does after installing. Booted from
 //! firmware (OVMF, SeaBIOS): GRUB finds the ISOs itself at boot.
 
+use crate::fixtures::Loop;
 use crate::sh::run;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -38,24 +39,6 @@ pub fn data_partition(img: &Path) -> Result<(u64, u64)> {
     start.zip(size).map(|(s, n)| (s * 512, n * 512)).context("no partition 3 in sfdisk's view")
 }
 
-/// A loop device over the data partition, detached when dropped.
-struct Loop(String);
-
-impl Loop {
-    fn over(img: &Path, (offset, size): (u64, u64)) -> Result<Loop> {
-        let out = run(Command::new("losetup")
-            .args(["-f", "--show", "-o", &offset.to_string(), "--sizelimit", &size.to_string()])
-            .arg(img))?;
-        Ok(Loop(String::from_utf8(out.stdout)?.trim().to_string()))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
 /// Copies the ISOs onto the FAT data partition with mtools, which reads it at its offset.
 fn mcopy_isos(img: &Path, isos: &Path) -> Result<()> {
     let at = format!("{}@@{}", img.display(), data_partition(img)?.0);
@@ -77,7 +60,8 @@ fn copy_isos(img: &Path, mount: &[&str], isos: &Path, mnt: &Path) -> Result<()> 
     if mount.is_empty() {
         return mcopy_isos(img, isos);
     }
-    let dev = Loop::over(img, data_partition(img)?)?;
+    let (offset, size) = data_partition(img)?;
+    let dev = Loop::new(img, &["-o", &offset.to_string(), "--sizelimit", &size.to_string()])?;
     fs::create_dir_all(mnt)?;
     run(Command::new(mount[0]).args(&mount[1..]).arg(&dev.0).arg(mnt))?;
     let copied = ISOS.iter().try_for_each(|(dest, iso)| -> Result<()> {
