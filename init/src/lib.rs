@@ -15,6 +15,7 @@ pub mod liveroot;
 pub mod locate;
 pub mod loopdev;
 pub mod meminfo;
+pub mod modindex;
 pub mod modules;
 pub mod mount;
 pub mod net;

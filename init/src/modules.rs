@@ -19,6 +19,26 @@ fn name_of(path: &str) -> String {
     normalize(file.split(".ko").next().unwrap_or(file))
 }
 
+/// A text index of `dir`, or its lines made from kmod's binary index (`NAME.bin`, a key and
+/// its values each giving a `line`) where only that is there: mkinitcpio ships only those.
+fn read_index(dir: &Path, name: &str, line: fn(&str, &str) -> String) -> String {
+    if let Ok(text) = fs::read_to_string(dir.join(name)) {
+        return text;
+    }
+    let Ok(Ok(entries)) = fs::read(dir.join(format!("{name}.bin"))).map(|d| crate::modindex::entries(&d))
+    else {
+        return String::new();
+    };
+    let mut text = String::new();
+    for (key, values) in &entries {
+        for value in values {
+            text.push_str(&line(key, value));
+            text.push('\n');
+        }
+    }
+    text
+}
+
 /// fnmatch(3) without flags, which is what modules.alias patterns need: `*`, `?`, `[…]`.
 pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
@@ -121,8 +141,10 @@ impl Modules {
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
         let dir = Path::new("/lib/modules").join(release);
-        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
-        Self::from_index(dir.clone(), &read("modules.dep"), &read("modules.alias"), &read("modules.builtin"))
+        let dep = read_index(&dir, "modules.dep", |_, v| v.to_string());
+        let alias = read_index(&dir, "modules.alias", |k, v| format!("alias {k} {v}"));
+        let builtin = read_index(&dir, "modules.builtin", |k, _| format!("{k}.ko"));
+        Self::from_index(dir.clone(), &dep, &alias, &builtin)
     }
 
     fn from_index(dir: PathBuf, dep: &str, alias: &str, builtin: &str) -> Self {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 const LAYERS: &[(&str, &[&str])] = &[
-    ("parsers", &["net::url", "cmdline", "net::ipconf"]),
+    ("parsers", &["net::url", "cmdline", "net::ipconf", "modindex"]),
     (
         "kernel interfaces",
         &[

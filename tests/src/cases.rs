@@ -701,6 +701,8 @@ pub struct Outcome {
     pub name: String,
     pub result: Result<(), String>,
     pub secs: f64,
+    /// Why the test could not run; it then counts as neither passed nor failed.
+    pub skipped: Option<String>,
 }
 
 impl Outcome {
@@ -712,7 +714,13 @@ impl Outcome {
             Ok(()) => println!("ok     {name}"),
             Err(e) => println!("FAILED {name}: {e}"),
         }
-        Outcome { name: name.to_string(), result, secs: start.elapsed().as_secs_f64() }
+        Outcome { name: name.to_string(), result, secs: start.elapsed().as_secs_f64(), skipped: None }
+    }
+
+    /// A test that cannot run here, which says so.
+    pub fn skipped(name: &str, why: String) -> Outcome {
+        println!("skip   {name}: {why}");
+        Outcome { name: name.to_string(), result: Ok(()), secs: 0.0, skipped: Some(why) }
     }
 }
 
@@ -897,6 +905,14 @@ pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = cases.get(i) else { break };
+                if !f.initrds.contains_key(case.initrd) {
+                    let why = format!(
+                        "needs the {} initrd, built from ../shared/third-party/, which is not there",
+                        case.initrd
+                    );
+                    outcomes.lock().unwrap().push(Outcome::skipped(case.name, why));
+                    continue;
+                }
                 let start = Instant::now();
                 let result = run_one(f, case, accel, false);
                 let secs = start.elapsed().as_secs_f64();
@@ -904,7 +920,12 @@ pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec
                     Ok(()) => println!("ok     {} ({secs:.1} s)", case.name),
                     Err(e) => println!("FAILED {} ({secs:.1} s): {e}", case.name),
                 }
-                outcomes.lock().unwrap().push(Outcome { name: case.name.to_string(), result, secs });
+                outcomes.lock().unwrap().push(Outcome {
+                    name: case.name.to_string(),
+                    result,
+                    secs,
+                    skipped: None,
+                });
             });
         }
     });

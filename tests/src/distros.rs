@@ -150,11 +150,38 @@ pub fn build(work: &Path, isos: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
     Ok(out)
 }
 
+/// Where the owner keeps the sources of the distro initrd generators Debian does not package
+/// (casper, mkinitcpio, archiso's hooks): beside the repository, `../shared/third-party`.
+pub fn third_party_sources() -> Option<PathBuf> {
+    let dir = crate::root().join("../shared/third-party");
+    dir.join("casper-1.461.tar.gz").exists().then_some(dir)
+}
+
+/// Runs a recipe from `tests/third-party` that builds a distro's initrd into `out`, unless
+/// an image of the same recipe and sources (its name carries their hash) is there already.
+fn from_recipe(dir: &Path, name: &str, kver: &str, inputs: &[PathBuf], source: &Path) -> Result<PathBuf> {
+    let script = crate::root().join("tests/third-party").join(format!("{name}.sh"));
+    let sums = cmd("sha256sum", std::iter::once(&script).chain(inputs))?;
+    let digest = crate::sh::run_input(&mut Command::new("sha256sum"), &sums.stdout)?;
+    let digest: String = String::from_utf8(digest.stdout)?.chars().take(12).collect();
+    let out = dir.join(format!("{name}-{kver}-{digest}.img"));
+    if !out.exists() {
+        let work = dir.join(format!("{name}-work"));
+        let tmp = out.with_extension("tmp");
+        run(Command::new(&script).arg(source).arg(kver).arg(&work).arg(&tmp))
+            .with_context(|| format!("building the {name} initrd with {}", script.display()))?;
+        fs::rename(&tmp, &out)?;
+        fs::remove_dir_all(&work)?;
+    }
+    Ok(out)
+}
+
 /// The third-party initrds, built once per kernel and kept (they take a minute each):
 /// Debian's initramfs-tools (with live-boot installed, as live-build's chroot has it), Debian's
-/// dracut with dmsquash-live, and the initramfs-tools one with its modules recompressed as
-/// .ko.gz, .ko.xz and .ko.zst.
-pub fn third_party(dir: &Path, kver: &str) -> Result<[(&'static str, PathBuf); 3]> {
+/// dracut with dmsquash-live, the initramfs-tools one with its modules recompressed as
+/// .ko.gz, .ko.xz and .ko.zst, and, where [`third_party_sources`] are, Ubuntu's casper on
+/// initramfs-tools and Arch's mkinitcpio with archiso's hooks.
+pub fn third_party(dir: &Path, kver: &str) -> Result<Vec<(&'static str, PathBuf)>> {
     let itools = dir.join(format!("initramfs-tools-{kver}.img"));
     if !itools.exists() {
         let tmp = itools.with_extension("tmp");
@@ -177,7 +204,14 @@ pub fn third_party(dir: &Path, kver: &str) -> Result<[(&'static str, PathBuf); 3
     if !recompressed.exists() {
         recompress(&itools, kver, &recompressed)?;
     }
-    Ok([("initramfs-tools", itools), ("dracut", dracut), ("recompressed", recompressed)])
+    let mut out = vec![("initramfs-tools", itools), ("dracut", dracut), ("recompressed", recompressed)];
+    if let Some(src) = third_party_sources() {
+        let casper = src.join("casper-1.461.tar.gz");
+        out.push(("casper", from_recipe(dir, "casper", kver, std::slice::from_ref(&casper), &casper)?));
+        let arch = [src.join("mkinitcpio-41.tar.gz"), src.join("mkinitcpio-archiso-73.tar.gz")];
+        out.push(("mkinitcpio", from_recipe(dir, "mkinitcpio", kver, &arch, &src)?));
+    }
+    Ok(out)
 }
 
 /// Unpacks an initramfs-tools initrd, compresses overlayfs with gzip, its drivers with xz and

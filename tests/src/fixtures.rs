@@ -30,6 +30,8 @@ pub const EXFAT_PATH: &str = "/my isos/generic live.iso";
 /// Debian and Fedora layouts beside it, for the handoff boots.
 pub const EXFAT_DEBIAN: &str = "/my isos/debian live.iso";
 pub const EXFAT_FEDORA: &str = "/my isos/fedora live.iso";
+pub const EXFAT_UBUNTU: &str = "/my isos/ubuntu live.iso";
+pub const EXFAT_ARCH: &str = "/my isos/arch live.iso";
 /// The ext4 filesystem (4096-byte blocks) for a disk of 4096-byte sectors (4Kn).
 pub const FOURK_UUID: &str = "12121212-3434-5656-7878-909090909090";
 /// The ext4 disk with one ISO per distro layout in /isos.
@@ -884,10 +886,16 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
     disks.insert("fat32-ubuntu", img);
 
     let distro_isos = crate::distros::build(&work, &isos)?;
-    let fedora = &distro_isos.iter().find(|(n, _)| *n == "fedora.iso").expect("built").1;
+    let distro = |name: &str| &distro_isos.iter().find(|(n, _)| *n == name).expect("built").1;
     let img = dir.join("exfat-generic.img");
     exfat(
-        &[(EXFAT_PATH, &generic), (EXFAT_DEBIAN, &debian), (EXFAT_FEDORA, fedora)],
+        &[
+            (EXFAT_PATH, &generic),
+            (EXFAT_DEBIAN, &debian),
+            (EXFAT_FEDORA, distro("fedora.iso")),
+            (EXFAT_UBUNTU, &ubuntu),
+            (EXFAT_ARCH, distro("archlinux.iso")),
+        ],
         EXFAT_LABEL,
         &img,
         &work,

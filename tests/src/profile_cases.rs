@@ -5,7 +5,9 @@ use crate::cases::{
     and, failure, marker, marker_line, scan, via, Action, Case, During, Expect, Firmware, HINTS, LOOP,
 };
 use crate::distros::NIXOS_INIT;
-use crate::fixtures::{Fixtures, DISTROS_UUID, EXFAT_DEBIAN, EXFAT_FEDORA, EXFAT_LABEL, EXT4_UUID};
+use crate::fixtures::{
+    Fixtures, DISTROS_UUID, EXFAT_ARCH, EXFAT_DEBIAN, EXFAT_FEDORA, EXFAT_LABEL, EXFAT_UBUNTU, EXT4_UUID,
+};
 use std::time::Duration;
 
 fn distro(name: &'static str, iso: &str, expect: Expect) -> Case {
@@ -288,6 +290,46 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
                 &[
                     "handing /dev/mapper/isoroot to the distro's /init",
                     "mount: /dev/mapper/isoroot /run/initramfs/live iso9660 ro",
+                ],
+                &[],
+            ),
+        ),
+        // Real initrds of distros Debian does not package, built from their sources
+        // (crate::distros::third_party): skipped where the sources are not there.
+        combined(
+            "handoff to casper (Ubuntu's casper 1.461), exFAT, a space in the path",
+            "casper",
+            &["exfat-generic"],
+            format!(
+                "boot=casper live-media=/dev/mapper/isoroot layerfs-path=minimal.standard.live.squashfs {}",
+                exfat(EXFAT_UBUNTU)
+            ),
+            and(
+                via(
+                    marker_line(
+                        "none",
+                        "overlay",
+                        "/cdrom",
+                        "minimal.standard.live",
+                        "minimal,minimal.standard,minimal.standard.live",
+                        "/sbin/init",
+                    ),
+                    &scan("exfat"),
+                ),
+                &["handing /dev/mapper/isoroot to the distro's /init", "mount: /dev/mapper/isoroot /cdrom iso9660 ro"],
+                &[],
+            ),
+        ),
+        combined(
+            "handoff to archiso (Arch's mkinitcpio 41, archiso 73), exFAT, a space in the path",
+            "mkinitcpio",
+            &["exfat-generic"],
+            format!("archisobasedir=arch archisodevice=/dev/mapper/isoroot {}", exfat(EXFAT_ARCH)),
+            and(
+                via(marker_line("none", "overlay", "/run/archiso/bootmnt", "arch", "arch", "/sbin/init"), &scan("exfat")),
+                &[
+                    "handing /dev/mapper/isoroot to the distro's /init",
+                    "mount: /dev/mapper/isoroot /run/archiso/bootmnt iso9660 ro",
                 ],
                 &[],
             ),

@@ -86,7 +86,12 @@ pub fn run(isoroot: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
         Ok(s) => s,
         Err(e) => {
             println!("FAILED verify: set-up: {e:#}");
-            return vec![Outcome { name: "verify: set-up".into(), result: Err(format!("{e:#}")), secs: 0.0 }];
+            return vec![Outcome {
+                name: "verify: set-up".into(),
+                result: Err(format!("{e:#}")),
+                secs: 0.0,
+                skipped: None,
+            }];
         }
     };
     let other = f.isos.join("archlinux.iso");

@@ -121,8 +121,11 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<BenchFixtures> {
     fs::create_dir_all(&dir)?;
     let (kernel, kver) = kernel()?;
     let root = root_image(&dir)?;
-    let [(_, liveboot), (_, dracut), _] =
-        crate::distros::third_party(&crate::target().join("isoroot-tests"), &kver)?;
+    let initrds = crate::distros::third_party(&crate::target().join("isoroot-tests"), &kver)?;
+    let initrd = |name: &str| {
+        initrds.iter().find(|(n, _)| *n == name).map(|(_, p)| p.clone()).context(name.to_string())
+    };
+    let (liveboot, dracut) = (initrd("initramfs-tools")?, initrd("dracut")?);
     let live = make_iso(
         &dir,
         "debian-bench.iso",
