@@ -32,6 +32,9 @@ pub struct Attached {
     pub iso: IsoInfo,
     /// The device that holds the file; None for an ISO from the network.
     pub source: Option<BlockDev>,
+    /// Whether `source` is left unmounted (a dm-linear map of the file): the live system
+    /// can then have the whole device too ([`dm::DATA_DEVICE`]).
+    pub source_unmounted: bool,
     pub how: String,
 }
 
@@ -169,7 +172,7 @@ fn by_hints(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) -
     })?;
     let how = format!("dm-linear from extent hints ({why})");
     let (dev, how) = for_isofs(sys, (&dm_name, dev), len, under.block, how)?;
-    Ok(Attached { dev, iso, source: Some(source), how })
+    Ok(Attached { dev, iso, source: Some(source), source_unmounted: true, how })
 }
 
 /// Why a scan cannot help, and whether the loop path could (a missing file is missing
@@ -234,7 +237,7 @@ fn by_scan(
     }
     let how = format!("dm-linear from a scan of {} ({} runs)", kind.name(), map.runs.len());
     let (dev, how) = for_isofs(sys, (&dm_name, dev), map.size, under.block, how).map_err(TryLoop)?;
-    Ok(Attached { dev, iso, source: Some(source), how })
+    Ok(Attached { dev, iso, source: Some(source), source_unmounted: true, how })
 }
 
 /// On a device whose sectors (`block` bytes) are larger than 512 bytes (a 4Kn disk) the dm
@@ -276,6 +279,7 @@ fn by_loop(sys: &mut dyn Sys, c: &Cmdline, loc: &Location, hw: &mut Hardware) ->
         dev,
         iso,
         source: Some(found.dev),
+        source_unmounted: false,
         how: "loop device on the read-only mounted file".into(),
     })
 }

@@ -2,9 +2,10 @@
 //! root's init or returns why it could not.
 
 use crate::attach::{self, Attached};
-use crate::blockdev::Devices;
+use crate::blockdev::{BlockDev, Devices};
 use crate::cmdline::{self, Cmdline, Iso, Mode};
 use crate::devices::Hardware;
+use crate::dm::{self, Target};
 use crate::liveroot::{self, MountedIso, Upper, MEDIUM, NEWROOT};
 use crate::modules::Modules;
 use crate::mount::{Linux, Sys};
@@ -118,7 +119,26 @@ fn attach_iso(sys: &mut dyn Sys, cmdline: &Cmdline, iso: &Iso, hw: &mut Hardware
         Some(dev) => crate::info!("found {name} on {dev}: {}", attached.how),
         None => crate::info!("found {name}: {}", attached.how),
     }
+    // A copy in RAM has let go of the disk, and a mounted host is there already.
+    if let (Some(dev), true, false) = (&attached.source, attached.source_unmounted, cmdline.toram) {
+        data_device(sys, dev);
+    }
     Ok(attached)
+}
+
+/// `/dev/mapper/isoroot-data` ([`dm::DATA_DEVICE`]): the device that holds the ISO, whole and
+/// read-only, so that the live system can mount it (the ISO's own map holds the device's
+/// node: "device busy"). A failure here costs the live system that device, not the boot.
+fn data_device(sys: &mut dyn Sys, dev: &BlockDev) {
+    let made = dev.under().and_then(|u| {
+        let whole = Target::Linear { major: u.major, minor: u.minor, start: 0, sectors: u.sectors };
+        sys.map_linear(dm::DATA_DEVICE, &[whole], false)
+            .with_context(|| format!("creating /dev/mapper/{} over {dev}", dm::DATA_DEVICE))
+    });
+    match made {
+        Ok(node) => crate::info!("{} is {dev}, read-only, for the live system to mount", node.display()),
+        Err(e) => crate::warn!("{e:#}"),
+    }
 }
 
 /// The overlay's writable layer: the persistence image when there is a good one, else tmpfs.

@@ -166,6 +166,10 @@ pub fn remove(name: &str) -> io::Result<()> {
 /// The device the handoff strategy gives the distro's initrd: `/dev/mapper/isoroot`.
 pub const HANDOFF_DEVICE: &str = "isoroot";
 
+/// The whole device that holds the ISO, read-only, for the live system: the ISO's map
+/// claims that device, so its own node cannot be mounted beside it.
+pub const DATA_DEVICE: &str = "isoroot-data";
+
 /// The dm device's name: the ISO's file name, without what a device name cannot hold.
 pub fn name_for(path: &str) -> String {
     let file = path.rsplit('/').next().unwrap_or(path);
@@ -177,8 +181,8 @@ pub fn name_for(path: &str) -> String {
         .collect();
     match name.as_str() {
         "" => "iso".into(),
-        // Taken by the device the handoff strategy makes.
-        HANDOFF_DEVICE => format!("{name}-iso"),
+        // Taken by the devices isoroot makes besides the ISO's.
+        HANDOFF_DEVICE | DATA_DEVICE => format!("{name}-iso"),
         _ => name,
     }
 }

@@ -1,9 +1,11 @@
 //! kmod's binary module indexes (`modules.dep.bin`, `modules.alias.bin`,
 //! `modules.builtin.bin`), for distro initrds that ship them without the text files
 //! (mkinitcpio deletes those). Each is a trie with path-compressed prefixes; it is read whole
-//! into its (key, values) pairs, bounded against a corrupt or crafted file: nodes are
-//! counted, so a child that points back up cannot loop for long, and keys are at most
-//! 1 KiB, which bounds the walk's depth.
+//! into its (key, values) pairs, bounded against a corrupt or crafted file: each node is
+//! read once (a child that points back up, or two that share a node, is an error), keys
+//! are at most 1 KiB, which bounds the walk's depth, and the output at most 64 MiB.
+
+use std::collections::HashSet;
 
 const MAGIC: u32 = 0xB007_F457;
 const VERSION_MAJOR: u32 = 2;
@@ -15,6 +17,8 @@ const MASK: u32 = 0x0FFF_FFFF;
 /// times two).
 const MAX_NODES: usize = 1 << 20;
 const MAX_KEY: usize = 1024;
+/// What the index may expand to: a kernel's whole modules.alias is about 2 MB of text.
+const MAX_OUT: usize = 64 << 20;
 
 struct Reader<'a>(&'a [u8]);
 
@@ -46,17 +50,19 @@ pub fn entries(data: &[u8]) -> Result<Vec<(String, Vec<String>)>, String> {
     if version >> 16 != VERSION_MAJOR {
         return Err(format!("kmod index version {version:#x}, not 2.x"));
     }
-    let mut walk = Walk { r, key: Vec::new(), nodes: 0, out: Vec::new() };
+    let mut walk = Walk { r, key: Vec::new(), seen: HashSet::new(), out_bytes: 0, out: Vec::new() };
     walk.node(walk.r.u32(8)?)?;
     Ok(walk.out)
 }
 
-/// A depth-first walk with one key buffer: memory grows with the depth (at most
-/// [`MAX_KEY`]), time with the nodes visited (at most [`MAX_NODES`]).
+/// A depth-first walk with one key buffer. Each node is visited once (a node reached
+/// twice makes it no tree), so time and the values read grow with the file; the keys
+/// written out are bounded by [`MAX_OUT`].
 struct Walk<'a> {
     r: Reader<'a>,
     key: Vec<u8>,
-    nodes: usize,
+    seen: HashSet<usize>,
+    out_bytes: usize,
     out: Vec<(String, Vec<String>)>,
 }
 
@@ -66,8 +72,10 @@ impl Walk<'_> {
         if at == 0 {
             return Ok(());
         }
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
+        if !self.seen.insert(at) {
+            return Err(format!("node {at:#x} is reached twice: not a tree"));
+        }
+        if self.seen.len() > MAX_NODES {
             return Err(format!("more than {MAX_NODES} nodes"));
         }
         let depth = self.key.len();
@@ -79,31 +87,37 @@ impl Walk<'_> {
         if self.key.len() > MAX_KEY {
             return Err(format!("a key longer than {MAX_KEY} bytes"));
         }
-        if node & VALUES != 0 {
-            let values_at = if node & CHILDS != 0 {
-                let (first, last) = (self.r.byte(at)?, self.r.byte(at + 1)?);
-                at + 2 + 4 * (usize::from(last.saturating_sub(first)) + 1)
-            } else {
-                at
-            };
-            let count = self.r.u32(values_at)?;
-            let mut v = values_at + 4;
-            let mut values = Vec::new();
-            for _ in 0..count {
-                // A priority, then the value.
-                let (value, end) = self.r.cstr(v + 4)?;
-                values.push(String::from_utf8_lossy(value).into_owned());
-                v = end;
-            }
-            self.out.push((String::from_utf8_lossy(&self.key).into_owned(), values));
-        }
-        if node & CHILDS != 0 {
+        // The child table comes before the values.
+        let children = if node & CHILDS != 0 {
             let (first, last) = (self.r.byte(at)?, self.r.byte(at + 1)?);
             if first > last {
                 return Err("a child range that ends before it starts".into());
             }
+            let table = at + 2;
+            at = table + 4 * (usize::from(last - first) + 1);
+            Some((first, last, table))
+        } else {
+            None
+        };
+        if node & VALUES != 0 {
+            let count = self.r.u32(at)?;
+            at += 4;
+            let mut values = Vec::new();
+            for _ in 0..count {
+                // A priority, then the value.
+                let (value, end) = self.r.cstr(at + 4)?;
+                self.out_bytes += value.len() + self.key.len();
+                values.push(String::from_utf8_lossy(value).into_owned());
+                at = end;
+            }
+            if self.out_bytes > MAX_OUT {
+                return Err(format!("more than {MAX_OUT} bytes of keys and values"));
+            }
+            self.out.push((String::from_utf8_lossy(&self.key).into_owned(), values));
+        }
+        if let Some((first, last, table)) = children {
             for (i, c) in (first..=last).enumerate() {
-                let child = self.r.u32(at + 2 + 4 * i)?;
+                let child = self.r.u32(table + 4 * i)?;
                 self.key.push(c);
                 self.node(child)?;
                 self.key.pop();
@@ -150,6 +164,29 @@ mod tests {
     }
 
     #[test]
+    fn a_node_with_children_and_values() {
+        let mut d = sample();
+        // The root gets a value of its own, after its child table: the empty key.
+        let root = u32::from_be_bytes(d[8..12].try_into().unwrap());
+        d[8..12].copy_from_slice(&(root | VALUES).to_be_bytes());
+        let after_table = 12 + 2 + 4 * 8;
+        let mut tail = d.split_off(after_table);
+        d.extend_from_slice(&1u32.to_be_bytes());
+        d.extend_from_slice(&0u32.to_be_bytes());
+        d.extend_from_slice(b"root\0");
+        let shift = (d.len() - after_table) as u32;
+        // The children moved by what was inserted before them.
+        for slot in [12 + 2, 12 + 2 + 4 * 7] {
+            let v = u32::from_be_bytes(d[slot..slot + 4].try_into().unwrap());
+            d[slot..slot + 4].copy_from_slice(&(v + shift).to_be_bytes());
+        }
+        d.append(&mut tail);
+        let e = entries(&d).unwrap();
+        assert_eq!(e[0], (String::new(), vec!["root".to_string()]));
+        assert_eq!(e.len(), 3);
+    }
+
+    #[test]
     fn reads_keys_and_values() {
         let mut e = entries(&sample()).unwrap();
         e.sort();
@@ -165,12 +202,12 @@ mod tests {
     #[test]
     fn a_loop_and_a_cut_are_errors() {
         let mut d = sample();
-        // The first child slot points back at the root: the key's bound ends it.
+        // The first child slot points back at the root.
         d[14..18].copy_from_slice(&(12 | CHILDS).to_be_bytes());
-        assert!(entries(&d).unwrap_err().contains("a key longer than"));
+        assert!(entries(&d).unwrap_err().contains("reached twice"));
         let d = sample();
         for len in 0..d.len() {
-            assert!(entries(&d[..len]).is_err() || len >= d.len() - 2, "{len}");
+            assert!(entries(&d[..len]).is_err(), "{len}");
         }
         assert!(entries(b"not an index").is_err());
     }

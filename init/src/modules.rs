@@ -1,6 +1,7 @@
 //! Kernel modules: the list `isoroot mkinitramfs` resolved on the host, then drivers for the
 //! hardware present, matched by modalias as udev would. Dependencies come from
-//! `modules.dep`, so a distro initrd's module tree works the same as isoroot's own.
+//! `modules.dep` (or kmod's binary `modules.dep.bin`, see `modindex`), so a distro initrd's
+//! module tree works the same as isoroot's own.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
@@ -21,14 +22,16 @@ fn name_of(path: &str) -> String {
 
 /// A text index of `dir`, or its lines made from kmod's binary index (`NAME.bin`, a key and
 /// its values each giving a `line`) where only that is there: mkinitcpio ships only those.
-fn read_index(dir: &Path, name: &str, line: fn(&str, &str) -> String) -> String {
+/// A binary index that cannot be read is an error to report; no index at all is empty.
+fn read_index(dir: &Path, name: &str, line: fn(&str, &str) -> String) -> Result<String, String> {
     if let Ok(text) = fs::read_to_string(dir.join(name)) {
-        return text;
+        return Ok(text);
     }
-    let Ok(Ok(entries)) = fs::read(dir.join(format!("{name}.bin"))).map(|d| crate::modindex::entries(&d))
-    else {
-        return String::new();
+    let bin = dir.join(format!("{name}.bin"));
+    let Ok(data) = fs::read(&bin) else {
+        return Ok(String::new());
     };
+    let entries = crate::modindex::entries(&data).map_err(|e| format!("{}: {e}", bin.display()))?;
     let mut text = String::new();
     for (key, values) in &entries {
         for value in values {
@@ -36,7 +39,7 @@ fn read_index(dir: &Path, name: &str, line: fn(&str, &str) -> String) -> String 
             text.push('\n');
         }
     }
-    text
+    Ok(text)
 }
 
 /// fnmatch(3) without flags, which is what modules.alias patterns need: `*`, `?`, `[…]`.
@@ -141,10 +144,19 @@ impl Modules {
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
         let dir = Path::new("/lib/modules").join(release);
-        let dep = read_index(&dir, "modules.dep", |_, v| v.to_string());
-        let alias = read_index(&dir, "modules.alias", |k, v| format!("alias {k} {v}"));
-        let builtin = read_index(&dir, "modules.builtin", |k, _| format!("{k}.ko"));
-        Self::from_index(dir.clone(), &dep, &alias, &builtin)
+        let mut failed = Vec::new();
+        let mut read = |name, line| {
+            read_index(&dir, name, line).unwrap_or_else(|e| {
+                failed.push(e);
+                String::new()
+            })
+        };
+        let dep = read("modules.dep", |_, v| v.to_string());
+        let alias = read("modules.alias", |k, v| format!("alias {k} {v}"));
+        let builtin = read("modules.builtin", |k, _| format!("{k}.ko"));
+        let mut modules = Self::from_index(dir.clone(), &dep, &alias, &builtin);
+        modules.failed = failed;
+        modules
     }
 
     fn from_index(dir: PathBuf, dep: &str, alias: &str, builtin: &str) -> Self {
@@ -268,10 +280,16 @@ impl Modules {
     }
 
     fn matches(&self, modalias: &str) -> Vec<String> {
+        // depmod writes the binary index's patterns with `-` as `_` (outside `[…]`) and
+        // kmod looks a modalias up the same way: `scsi:t-0x00` is `scsi:t_0x00*` there.
+        let underscored = normalize(modalias);
         self.index
             .aliases
             .iter()
-            .filter(|(pattern, _)| glob(pattern.as_bytes(), modalias.as_bytes()))
+            .filter(|(pattern, _)| {
+                glob(pattern.as_bytes(), modalias.as_bytes())
+                    || glob(pattern.as_bytes(), underscored.as_bytes())
+            })
             .map(|(_, m)| m.clone())
             .collect()
     }
@@ -376,6 +394,15 @@ mod tests {
         for (p, t, want) in cases {
             assert_eq!(glob(p.as_bytes(), t.as_bytes()), want, "{p} ~ {t}");
         }
+    }
+
+    #[test]
+    fn a_binary_index_alias_matches_a_modalias_with_dashes() {
+        // As depmod writes modules.alias.bin: `-` as `_`.
+        let m = Modules::from_index(PathBuf::new(), "", "alias scsi:t_0x00* sd_mod\n", "");
+        assert_eq!(m.matches("scsi:t-0x00"), vec!["sd_mod".to_string()]);
+        let m = Modules::from_index(PathBuf::new(), "", "alias scsi:t-0x05* sr_mod\n", "");
+        assert_eq!(m.matches("scsi:t-0x05"), vec!["sr_mod".to_string()]);
     }
 
     #[test]

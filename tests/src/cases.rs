@@ -184,7 +184,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "debian-live on ext4 by UUID",
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
-            and(via(debian(), &scan("ext4")), &[dm_medium, dm_layer], &[host]),
+            and(via(debian(), &scan("ext4")), &[dm_medium, dm_layer, "data: isos|"], &[host]),
         ),
         case(
             "the loop path (iso.attach=loop)",
@@ -210,6 +210,21 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             &["fat32-ubuntu"],
             format!("iso=PARTUUID={}-01:/isos/ubuntu.iso", FAT_DISK_ID.trim_start_matches("0x")),
             via(ubuntu(), &scan("vfat")),
+        ),
+        case(
+            // A GPT partition name, as `isoroot install` writes it (sfdisk's name=).
+            "debian by PARTLABEL on a GPT stick, a space and non-ASCII in the path",
+            &["stick-exfat"],
+            "iso=\"PARTLABEL=ISOROOT:/Linux ISOs/débian live.iso\"".into(),
+            and(
+                via(debian(), &scan("exfat")),
+                &[
+                    "PARTLABEL=ISOROOT:/Linux ISOs/débian live.iso on /dev/vda3 ",
+                    // The whole data partition, read-only, beside the ISO's map.
+                    "data: Linux ISOs|archlinux.iso|more|",
+                ],
+                &[],
+            ),
         ),
         case(
             "archiso spelling img_dev= img_loop=",
@@ -714,7 +729,12 @@ impl Outcome {
             Ok(()) => println!("ok     {name}"),
             Err(e) => println!("FAILED {name}: {e}"),
         }
-        Outcome { name: name.to_string(), result, secs: start.elapsed().as_secs_f64(), skipped: None }
+        Outcome::new(name, result, start.elapsed().as_secs_f64())
+    }
+
+    /// A test that ran.
+    pub fn new(name: &str, result: Result<(), String>, secs: f64) -> Outcome {
+        Outcome { name: name.to_string(), result, secs, skipped: None }
     }
 
     /// A test that cannot run here, which says so.
@@ -905,13 +925,12 @@ pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = cases.get(i) else { break };
-                if !f.initrds.contains_key(case.initrd) {
-                    let why = format!(
-                        "needs the {} initrd, built from ../shared/third-party/, which is not there",
-                        case.initrd
-                    );
-                    outcomes.lock().unwrap().push(Outcome::skipped(case.name, why));
-                    continue;
+                if crate::distros::FROM_SOURCES.contains(&case.initrd) {
+                    if let Err(why) = crate::distros::third_party_sources() {
+                        let why = format!("needs the {} initrd, built from sources: {why}", case.initrd);
+                        outcomes.lock().unwrap().push(Outcome::skipped(case.name, why));
+                        continue;
+                    }
                 }
                 let start = Instant::now();
                 let result = run_one(f, case, accel, false);
@@ -920,12 +939,7 @@ pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec
                     Ok(()) => println!("ok     {} ({secs:.1} s)", case.name),
                     Err(e) => println!("FAILED {} ({secs:.1} s): {e}", case.name),
                 }
-                outcomes.lock().unwrap().push(Outcome {
-                    name: case.name.to_string(),
-                    result,
-                    secs,
-                    skipped: None,
-                });
+                outcomes.lock().unwrap().push(Outcome::new(case.name, result, secs));
             });
         }
     });

@@ -150,11 +150,22 @@ pub fn build(work: &Path, isos: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
     Ok(out)
 }
 
-/// Where the owner keeps the sources of the distro initrd generators Debian does not package
-/// (casper, mkinitcpio, archiso's hooks): beside the repository, `../shared/third-party`.
-pub fn third_party_sources() -> Option<PathBuf> {
+/// The sources of the distro initrd generators Debian does not package.
+const THIRD_PARTY: [&str; 3] =
+    ["casper-1.461.tar.gz", "mkinitcpio-41.tar.gz", "mkinitcpio-archiso-73.tar.gz"];
+/// The initrds built from them: tests that need one are skipped where the sources are not.
+pub const FROM_SOURCES: [&str; 2] = ["casper", "mkinitcpio"];
+
+/// Where the owner keeps the [`THIRD_PARTY`] sources, beside the repository:
+/// `../shared/third-party`; or why they cannot be used.
+pub fn third_party_sources() -> Result<PathBuf, String> {
     let dir = crate::root().join("../shared/third-party");
-    dir.join("casper-1.461.tar.gz").exists().then_some(dir)
+    let missing: Vec<&str> = THIRD_PARTY.iter().copied().filter(|f| !dir.join(f).exists()).collect();
+    if missing.is_empty() {
+        Ok(dir)
+    } else {
+        Err(format!("{} lacks {}", dir.display(), missing.join(", ")))
+    }
 }
 
 /// Runs a recipe from `tests/third-party` that builds a distro's initrd into `out`, unless
@@ -168,7 +179,10 @@ fn from_recipe(dir: &Path, name: &str, kver: &str, inputs: &[PathBuf], source: &
     if !out.exists() {
         let work = dir.join(format!("{name}-work"));
         let tmp = out.with_extension("tmp");
-        run(Command::new(&script).arg(source).arg(kver).arg(&work).arg(&tmp))
+        // Packages a recipe downloads (apt-get download) are kept across builds here.
+        let debs = dir.join("third-party-debs");
+        fs::create_dir_all(&debs)?;
+        run(Command::new(&script).arg(source).arg(kver).arg(&work).arg(&tmp).env("DEBS", &debs))
             .with_context(|| format!("building the {name} initrd with {}", script.display()))?;
         fs::rename(&tmp, &out)?;
         fs::remove_dir_all(&work)?;
@@ -205,11 +219,14 @@ pub fn third_party(dir: &Path, kver: &str) -> Result<Vec<(&'static str, PathBuf)
         recompress(&itools, kver, &recompressed)?;
     }
     let mut out = vec![("initramfs-tools", itools), ("dracut", dracut), ("recompressed", recompressed)];
-    if let Some(src) = third_party_sources() {
-        let casper = src.join("casper-1.461.tar.gz");
-        out.push(("casper", from_recipe(dir, "casper", kver, std::slice::from_ref(&casper), &casper)?));
-        let arch = [src.join("mkinitcpio-41.tar.gz"), src.join("mkinitcpio-archiso-73.tar.gz")];
-        out.push(("mkinitcpio", from_recipe(dir, "mkinitcpio", kver, &arch, &src)?));
+    if let Ok(src) = third_party_sources() {
+        let casper = src.join(THIRD_PARTY[0]);
+        out.push((
+            FROM_SOURCES[0],
+            from_recipe(dir, "casper", kver, std::slice::from_ref(&casper), &casper)?,
+        ));
+        let arch = [src.join(THIRD_PARTY[1]), src.join(THIRD_PARTY[2])];
+        out.push((FROM_SOURCES[1], from_recipe(dir, "mkinitcpio", kver, &arch, &src)?));
     }
     Ok(out)
 }

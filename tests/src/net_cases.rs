@@ -319,12 +319,7 @@ pub fn run(f: &Fixtures, isoroot: &Path, accel: Accel, filter: Option<&str>) -> 
         Err(e) => {
             println!("FAILED network: the server's folder: {e}");
             let result = Err(format!("making the web server's folder: {e}"));
-            return vec![Outcome {
-                name: "network: the server's folder".into(),
-                result,
-                secs: 0.0,
-                skipped: None,
-            }];
+            return vec![Outcome::new("network: the server's folder", result, 0.0)];
         }
     };
     let n = Net { f, isoroot, accel, www };
@@ -339,7 +334,7 @@ pub fn run(f: &Fixtures, isoroot: &Path, accel: Accel, filter: Option<&str>) -> 
                 Ok(()) => println!("ok     {name} ({secs:.1} s)"),
                 Err(e) => println!("FAILED {name} ({secs:.1} s): {e}"),
             }
-            Outcome { name: name.to_string(), result, secs, skipped: None }
+            Outcome::new(name, result, secs)
         })
         .collect()
 }

@@ -86,12 +86,7 @@ pub fn run(isoroot: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
         Ok(s) => s,
         Err(e) => {
             println!("FAILED verify: set-up: {e:#}");
-            return vec![Outcome {
-                name: "verify: set-up".into(),
-                result: Err(format!("{e:#}")),
-                secs: 0.0,
-                skipped: None,
-            }];
+            return vec![Outcome::new("verify: set-up", Err(format!("{e:#}")), 0.0)];
         }
     };
     let other = f.isos.join("archlinux.iso");

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Builds a real casper initrd (Ubuntu's casper 1.461, from ../shared/third-party) with
 # Debian's initramfs-tools for kernel KVER, without touching the system: casper's hooks and
-# scripts go into a copy of /etc/initramfs-tools used as mkinitramfs's CONFDIR.
+# scripts go into a copy of /etc/initramfs-tools used as mkinitramfs's CONFDIR. mkinitramfs
+# still adds the hooks and scripts installed under /usr/share/initramfs-tools (live-boot's
+# among them, unused with boot=casper), as it would on an Ubuntu build machine with them.
 # Usage: casper.sh TARBALL KVER WORK OUT
 set -eu
 TARBALL=$1 KVER=$2 W=$3 OUT=$4

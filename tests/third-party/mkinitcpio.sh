@@ -2,17 +2,18 @@
 # Builds a real archiso initramfs (Arch's mkinitcpio 41 with mkinitcpio-archiso 73, from
 # ../shared/third-party) on Debian for kernel KVER, without installing either: what meson's
 # configure step fills in is filled in with sed, and Debian's paths replace Arch's.
-# Usage: mkinitcpio.sh THIRD_PARTY_DIR KVER WORK OUT
+# Usage: DEBS=DIR mkinitcpio.sh THIRD_PARTY_DIR KVER WORK OUT (DEBS keeps the downloaded
+# busybox package; the first build needs apt's package lists and the network).
 set -euo pipefail
 TP=$1 KVER=$2 W=$3 OUT=$4
 L=$W/lib/initcpio E=$W/etc
 rm -rf "$W/mkinitcpio-41" "$W/mkinitcpio-archiso-73" "$L" "$E" "$W/bin" "$W/shim" "$W/busybox"
-mkdir -p "$W/deb" "$L/hooks" "$L/install" "$E/initcpio/hooks" "$E/initcpio/install" "$W/bin" "$W/shim"
+mkdir -p "$DEBS" "$L/hooks" "$L/install" "$E/initcpio/hooks" "$E/initcpio/install" "$W/bin" "$W/shim"
 # Debian's dynamically linked busybox (not installed: it conflicts with busybox-static),
 # because busybox-static's shell runs its own mount and losetup even where util-linux's are
 # in the image, and archiso needs util-linux's (mount --mkdir, losetup --find --show).
-(cd "$W/deb" && { ls busybox_*.deb >/dev/null 2>&1 || apt-get download -q busybox; })
-dpkg-deb -x "$(ls "$W"/deb/busybox_*.deb | head -n1)" "$W/busybox"
+(cd "$DEBS" && { ls busybox_*.deb >/dev/null 2>&1 || apt-get download -q busybox; })
+dpkg-deb -x "$(ls "$DEBS"/busybox_*.deb | head -n1)" "$W/busybox"
 tar -xzf "$TP/mkinitcpio-41.tar.gz" -C "$W"
 tar -xzf "$TP/mkinitcpio-archiso-73.tar.gz" -C "$W"
 M=$W/mkinitcpio-41 A=$W/mkinitcpio-archiso-73
@@ -26,7 +27,12 @@ sed -i -e 's|@VERSION@|41|g' \
   -e "s|@BINDIR@|$W/shim:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin|g" \
   -e 's|@UDEVD_PATH@|/usr/lib/systemd/systemd-udevd|g' -e 's|@TMPFILES_PATH@|/usr/bin/systemd-tmpfiles|g' \
   -e 's|@VCONSOLE_CONF@|/etc/vconsole.conf|g' \
-  "$W/bin/mkinitcpio" $(find "$L" -type f)
+  "$W/bin/mkinitcpio"
+find "$L" -type f -exec sed -i -e 's|@VERSION@|41|g' \
+  -e "s|@INITCPIO_LIBDIR@|$L|g" -e "s|@INITCPIO_SYSCONFDIR@|$E/initcpio|g" -e "s|@SYSCONFDIR@|$E|g" \
+  -e "s|@BINDIR@|$W/shim:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin|g" \
+  -e 's|@UDEVD_PATH@|/usr/lib/systemd/systemd-udevd|g' -e 's|@TMPFILES_PATH@|/usr/bin/systemd-tmpfiles|g' \
+  -e 's|@VCONSOLE_CONF@|/etc/vconsole.conf|g' {} +
 sed -i "s|/usr/lib/initcpio/busybox|$W/busybox/bin/busybox|g" "$L/install/base"
 sed -i -e 's|/usr/lib/libkmod.so.2|/usr/lib/x86_64-linux-gnu/libkmod.so.2|' \
        -e '\|^ *\/etc/udev/hwdb.bin$|d' -e 's|/usr/lib/udev/hwdb.bin \\$|/usr/lib/udev/hwdb.bin|' "$L/install/udev"

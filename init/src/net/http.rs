@@ -229,7 +229,13 @@ pub fn to_ram(sys: &mut dyn Sys, c: &Cmdline, url: &Url, net: &Net) -> Result<At
     let iso = iso9660::check(&file, len, &name)?;
     let dev =
         sys.attach_loop(Path::new(toram::COPY), Window::default()).context("attaching the copy in RAM")?;
-    Ok(Attached { dev, iso, source: None, how: format!("downloaded from {url} into RAM") })
+    Ok(Attached {
+        dev,
+        iso,
+        source: None,
+        source_unmounted: false,
+        how: format!("downloaded from {url} into RAM"),
+    })
 }
 
 #[cfg(test)]

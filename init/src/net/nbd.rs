@@ -357,7 +357,7 @@ pub fn attach(c: &Cmdline, url: &Url, net: &Net, hw: &mut Hardware) -> Result<At
         }
     })?;
     let how = format!("NBD export {export:?} from {}, read-only, not copied", url.authority());
-    Ok(Attached { dev: path, iso, source: None, how })
+    Ok(Attached { dev: path, iso, source: None, source_unmounted: false, how })
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub const DISK_UUID: &str = "bbbbbbbb-0000-4000-8000-000000000001";
 pub const LIVE_ISO: &str = "/isos/debian-bench.iso";
 pub const LIVEOS_ISO: &str = "/isos/liveos-bench.iso";
 pub const LIVEOS_LABEL: &str = "BENCH-LIVEOS";
+/// The same root in archiso's layout, for archiso's own `img_dev=`/`img_loop=`.
+pub const ARCH_ISO: &str = "/isos/arch-bench.iso";
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// On top of minbase: systemd as init, and udev, without which systemd waits 90 s for the
 /// serial console's device.
@@ -37,6 +39,9 @@ pub struct BenchFixtures {
     pub combined: PathBuf,
     pub liveboot: PathBuf,
     pub dracut: PathBuf,
+    /// Arch's mkinitcpio initrd with archiso's hooks, where its sources are
+    /// ([`crate::distros::third_party_sources`]).
+    pub archiso: Option<PathBuf>,
 }
 
 /// systemd-analyze on the console once the boot has finished, then power off: for the boot
@@ -142,15 +147,26 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<BenchFixtures> {
             ("images/pxeboot/initrd.img", &dracut),
         ],
     )?;
-    // Both ISOs copied densely onto ext4, as a user's disk would hold them.
+    let archiso = initrd("mkinitcpio").ok();
+    let mut isos = vec![(live.clone(), LIVE_ISO), (liveos.clone(), LIVEOS_ISO)];
+    if archiso.is_some() {
+        isos.push((
+            make_iso(&dir, "arch-bench.iso", "ARCH_BENCH", &[("arch/x86_64/airootfs.sfs", &root)])?,
+            ARCH_ISO,
+        ));
+    }
+    // The ISOs copied densely onto ext4, as a user's disk would hold them.
     let disk = dir.join("disk.img");
-    let size = fs::metadata(&live)?.len() + fs::metadata(&liveos)?.len() + (64 << 20);
+    let mut size = 64 << 20;
+    for (iso, _) in &isos {
+        size += fs::metadata(iso)?.len();
+    }
     fs::File::create(&disk)?.set_len(size)?;
     run(Command::new("mkfs.ext4").args(["-q", "-F", "-U", DISK_UUID, "-L", "bench"]).arg(&disk))?;
     let mnt = dir.join("mnt");
     let m = Mounted::new(&disk, &mnt)?;
     fs::create_dir_all(mnt.join("isos"))?;
-    for (iso, at) in [(&live, LIVE_ISO), (&liveos, LIVEOS_ISO)] {
+    for (iso, at) in &isos {
         run(Command::new("cp").arg("--sparse=never").arg(iso).arg(mnt.join(&at[1..])))?;
     }
     run(&mut Command::new("sync"))?;
@@ -160,7 +176,9 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<BenchFixtures> {
     let www = dir.join("www");
     fs::create_dir_all(www.join("isos"))?;
     fs::rename(&live, www.join(&LIVE_ISO[1..]))?;
-    fs::remove_file(&liveos)?;
+    for (iso, _) in &isos[1..] {
+        fs::remove_file(iso)?;
+    }
     let mk = |out: &Path, args: &[&str]| mkinitramfs(isoroot, init, &kver, out, args);
     let standalone = mk(&dir.join("isoroot.img"), &[])?;
     let isoroot_net = mk(&dir.join("isoroot-net.img"), &["--network"])?;
@@ -181,5 +199,6 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<BenchFixtures> {
         combined,
         liveboot,
         dracut,
+        archiso,
     })
 }

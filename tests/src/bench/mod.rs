@@ -8,7 +8,7 @@ mod svg;
 use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, Writes};
 use crate::servers::{self, HttpServer, Nbdkit};
 use anyhow::{bail, Context, Result};
-use fixtures::{BenchFixtures, DISK_UUID, LIVEOS_ISO, LIVEOS_LABEL, LIVE_ISO};
+use fixtures::{BenchFixtures, ARCH_ISO, DISK_UUID, LIVEOS_ISO, LIVEOS_LABEL, LIVE_ISO};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -176,7 +176,7 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
     std::fs::create_dir_all(&logs)?;
     let b = Bench { f: &f, accel, logs };
     let iso = format!("iso=UUID={DISK_UUID}:{LIVE_ISO}");
-    let entries = [
+    let mut entries = vec![
         Entry::local("isoroot standalone (loop)", &f.isoroot, format!("{iso} iso.attach=loop")),
         Entry::local("isoroot, extent hints (dm-linear)", &f.isoroot, f.hints.clone()),
         Entry::local("isoroot combined (ISO's initrd + addon)", &f.combined, format!("rdinit=/isoroot/init {iso}")),
@@ -189,6 +189,16 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
             ),
         ),
     ];
+    // archiso finds its ISO on a disk itself (img_dev=, img_loop=): a peer row where
+    // Arch's initrd could be built.
+    match &f.archiso {
+        Some(initrd) => entries.push(Entry::local(
+            "archiso img_dev= img_loop= (Arch's mkinitcpio initrd)",
+            initrd,
+            format!("img_dev=UUID={DISK_UUID} img_loop={ARCH_ISO} archisobasedir=arch"),
+        )),
+        None => println!("bench: no archiso row: ../shared/third-party/ (its sources) is not there"),
+    }
     let n = if smoke { 1 } else { 5 };
     let mut rows = Vec::new();
     let mut all_boots: Vec<(&str, Vec<Boot>)> = Vec::new();
@@ -225,13 +235,16 @@ pub fn run(isoroot: &Path, init: &Path, accel: Accel, smoke: bool) -> Result<()>
             None,
         ));
     }
-    let sizes = [
+    let mut sizes = vec![
         ("isoroot standalone initramfs", size(&f.isoroot)),
         ("isoroot addon (--no-modules)", size(&f.addon)),
         ("ISO's initrd + isoroot addon", size(&f.combined)),
         ("live-boot: the ISO's initrd", size(&f.liveboot)),
         ("dracut initrd (dmsquash-live)", size(&f.dracut)),
     ];
+    if let Some(archiso) = &f.archiso {
+        sizes.push(("archiso: Arch's mkinitcpio initrd", size(archiso)));
+    }
     for (i, (what, bytes)) in sizes.iter().enumerate() {
         let peer = i >= 3;
         let ratio = format!("{:.1}× isoroot standalone", *bytes as f64 / sizes[0].1 as f64);
