@@ -184,7 +184,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             "debian-live on ext4 by UUID",
             &["ext4-debian"],
             format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
-            and(via(debian(), &scan("ext4")), &[dm_medium, dm_layer, "data: isos|"], &[host]),
+            and(via(debian(), &scan("ext4")), &[dm_medium, dm_layer, "isoroot-data: isos|"], &[host]),
         ),
         case(
             "the loop path (iso.attach=loop)",
@@ -221,7 +221,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
                 &[
                     "PARTLABEL=ISOROOT:/Linux ISOs/débian live.iso on /dev/vda3 ",
                     // The whole data partition, read-only, beside the ISO's map.
-                    "data: Linux ISOs|archlinux.iso|more|",
+                    "isoroot-data: Linux ISOs|archlinux.iso|more|",
                 ],
                 &[],
             ),

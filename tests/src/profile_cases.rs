@@ -207,7 +207,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             &["ext4-debian"],
             "findiso=/isos/debian-live.iso".into(),
             // The host is mounted on the loop path: no second device over it.
-            and(via(debian(), LOOP), &[], &["data: "]),
+            and(via(debian(), LOOP), &[], &["isoroot-data: "]),
         ),
         Case::new(
             "SUSE spelling isofrom_device= isofrom_system=",
