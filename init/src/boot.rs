@@ -136,7 +136,13 @@ fn data_device(sys: &mut dyn Sys, dev: &BlockDev) {
             .with_context(|| format!("creating /dev/mapper/{} over {dev}", dm::DATA_DEVICE))
     });
     match made {
-        Ok(node) => crate::info!("{} is {dev}, read-only, for the live system to mount", node.display()),
+        Ok(node) => {
+            crate::info!(
+                "{} is {}, read-only, for the live system to mount",
+                node.display(),
+                dev.path.display()
+            )
+        }
         Err(e) => crate::warn!("{e:#}"),
     }
 }

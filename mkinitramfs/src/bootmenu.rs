@@ -172,6 +172,9 @@ pub fn grub_cfg(m: &BootMenu<'_>) -> String {
     }
     // all_video: on UEFI the kernel gets the firmware's framebuffer only through GRUB's
     // video drivers; without them a PC's screen stays blank until the kernel's own driver.
+    // Under Secure Boot (`lockdown`) the signed GRUB has what it can use built in, and
+    // refuses to load anything else.
+    s.push_str("if [ \"$lockdown\" != y ]; then\n");
     for module in [
         "part_gpt",
         "part_msdos",
@@ -189,8 +192,9 @@ pub fn grub_cfg(m: &BootMenu<'_>) -> String {
         "echo",
         "all_video",
     ] {
-        let _ = writeln!(s, "insmod {module}");
+        let _ = writeln!(s, "  insmod {module}");
     }
+    s.push_str("fi\n");
     let mut append: Vec<String> = m.append.to_vec();
     if m.serial {
         append.extend(["console=tty0".into(), "console=ttyS0,115200".into()]);

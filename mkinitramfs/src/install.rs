@@ -35,6 +35,19 @@ const ESP_LABEL: &str = "ISOROOTEFI";
 const RECORD: &str = "/isoroot/install.txt";
 const GRUB_BIOS: &str = "/usr/lib/grub/i386-pc";
 const GRUB_EFI: &str = "/usr/lib/grub/x86_64-efi";
+/// For `--secure-boot`, where Debian's packages put them (shim-signed,
+/// shim-helpers-amd64-signed, grub-efi-amd64-signed), and where each goes on the ESP: shim
+/// as the removable-media loader, which loads GRUB and MokManager from its own folder. No
+/// fbx64.efi: shim would run it instead and write boot entries into the PC's NVRAM.
+const SIGNED: [(&str, &str); 3] = [
+    ("usr/lib/shim/shimx64.efi.signed", "EFI/BOOT/BOOTX64.EFI"),
+    ("usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", "EFI/BOOT/grubx64.efi"),
+    ("usr/lib/shim/mmx64.efi.signed", "EFI/BOOT/mmx64.efi"),
+];
+/// The signed GRUB reads `$prefix/grub.cfg` with its prefix built in as `/EFI/debian` on the
+/// partition it started from; without that folder it would search every disk for a Debian
+/// medium instead.
+const SIGNED_GRUB_CFG: &str = "EFI/debian/grub.cfg";
 /// GRUB's boot.img: where it keeps the sector of core.img, and the jump that, when it is
 /// made a no-op, makes it use drive 0x80 when the BIOS passes a floppy's number (USB
 /// sticks on some BIOSes); grub-bios-setup does the same.
@@ -122,6 +135,9 @@ pub struct Options {
     pub timeout: u32,
     pub update: bool,
     pub profiles: Vec<PathBuf>,
+    /// shim and Debian's signed GRUB for UEFI, from the packages installed under this root
+    /// (`/`, or an unpacked package tree).
+    pub secure_boot: Option<PathBuf>,
 }
 
 impl Options {
@@ -499,17 +515,31 @@ impl Esp {
             ),
         )
         .with_context(|| format!("writing {}", early.display()))?;
-        let efi = &["part_gpt", "part_msdos", "fat", "search"];
-        grub_mkimage("x86_64-efi", GRUB_EFI, &in_esp("EFI/BOOT/BOOTX64.EFI"), &early, efi)?;
+        match &o.secure_boot {
+            // Secure Boot allows no module but those built into the signed image.
+            Some(root) => {
+                for (from, to) in SIGNED {
+                    let from = root.join(from);
+                    std::fs::copy(&from, in_esp(to)).with_context(|| {
+                        format!(
+                            "copying {} (packages shim-signed, shim-helpers-amd64-signed, grub-efi-amd64-signed)",
+                            from.display()
+                        )
+                    })?;
+                }
+                std::fs::create_dir_all(in_esp("EFI/debian"))?;
+                std::fs::write(in_esp(SIGNED_GRUB_CFG), "source /boot/grub/grub.cfg\n")
+                    .with_context(|| format!("writing {}", in_esp(SIGNED_GRUB_CFG).display()))?;
+            }
+            None => {
+                let efi = &["part_gpt", "part_msdos", "fat", "search"];
+                grub_mkimage("x86_64-efi", GRUB_EFI, &in_esp("EFI/BOOT/BOOTX64.EFI"), &early, efi)?;
+                grub_modules(GRUB_EFI, &tree, "x86_64-efi")?;
+            }
+        }
         let core = scratch.join("core.img");
-        grub_mkimage(
-            "i386-pc",
-            GRUB_BIOS,
-            &core,
-            &early,
-            &["biosdisk", "part_gpt", "part_msdos", "fat", "search"],
-        )?;
-        grub_modules(GRUB_EFI, &tree, "x86_64-efi")?;
+        let bios = &["biosdisk", "part_gpt", "part_msdos", "fat", "search"];
+        grub_mkimage("i386-pc", GRUB_BIOS, &core, &early, bios)?;
         grub_modules(GRUB_BIOS, &tree, "i386-pc")?;
         std::fs::copy(&o.kernel, in_esp(HOST_KERNEL))
             .with_context(|| format!("copying {}", o.kernel.display()))?;
@@ -546,9 +576,14 @@ impl Esp {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
         };
         write("/boot/grub/grub.cfg", cfg)?;
+        let secure_boot = if o.secure_boot.is_some() { "shim and Debian's signed GRUB" } else { "no" };
         write(
             RECORD,
-            format!("isoroot {}\nkernel {}\ndata {kind} {uuid}\n", env!("CARGO_PKG_VERSION"), o.kver),
+            format!(
+                "isoroot {}\nkernel {}\ndata {kind} {uuid}\nsecure-boot {secure_boot}\n",
+                env!("CARGO_PKG_VERSION"),
+                o.kver
+            ),
         )?;
         let img = scratch.join("esp.img");
         run(Command::new("mkfs.vfat")
@@ -630,6 +665,13 @@ pub fn run_install(o: &Options) -> Result<()> {
     if let Some(why) = o.fs.bad_label(&o.label) {
         bail!("--label {:?}: {why}", o.label);
     }
+    if o.secure_boot.is_some() && matches!(o.fs, DataFs::Exfat | DataFs::Ntfs) {
+        bail!(
+            "--secure-boot needs --fs fat32 or --fs ext4: Debian's signed GRUB has no {} reader built in, and \
+             Secure Boot lets it load no other",
+            o.fs.name()
+        );
+    }
     let need = ESP_AT + ESP_SIZE + MIN_DATA + GPT_TAIL;
     let too_small = |size: u64, what: &str| {
         anyhow!(
@@ -660,8 +702,9 @@ pub fn run_install(o: &Options) -> Result<()> {
     println!("  will be written:");
     println!("    partition 1: BIOS boot, {} (GRUB for BIOS)", human_size(BIOS_BOOT_SIZE));
     println!(
-        "    partition 2: EFI system, {}, FAT32 \"{ESP_LABEL}\": GRUB for UEFI, isoroot, kernel {}",
+        "    partition 2: EFI system, {}, FAT32 \"{ESP_LABEL}\": {} for UEFI, isoroot, kernel {}",
         human_size(ESP_SIZE),
+        if o.secure_boot.is_some() { "shim and Debian's signed GRUB" } else { "GRUB" },
         o.kver
     );
     println!(
@@ -726,6 +769,11 @@ fn update(o: &Options, t: &Target) -> Result<()> {
             "{name}: partition 2 is not the ESP of isoroot install (no \"{ESP_LABEL}\" label with {RECORD})"
         );
     };
+    // An update without the flag would put an unsigned GRUB where shim was: a PC with
+    // Secure Boot on would no longer start the stick.
+    if before.contains("secure-boot shim") && o.secure_boot.is_none() {
+        bail!("{name} was made with --secure-boot: run the update with --secure-boot too");
+    }
     let fs = probe(&l.data)?.with_context(|| format!("no filesystem on the data partition of {name}"))?;
     let uuid = fs.uuid.with_context(|| format!("the data partition of {name} has no filesystem UUID"))?;
     println!(

@@ -215,6 +215,15 @@ struct InstallArgs {
     /// A profile (YAML) to add; it overrides a built-in one of the same name.
     #[arg(long = "profile", value_name = "FILE")]
     profiles: Vec<PathBuf>,
+    /// Boot with Secure Boot on: shim (signed by Microsoft) and Debian's signed GRUB for
+    /// UEFI, from the packages shim-signed, shim-helpers-amd64-signed and
+    /// grub-efi-amd64-signed; the data partition must then be FAT32 or ext4.
+    #[arg(long)]
+    secure_boot: bool,
+    /// With --secure-boot: take those packages' files from this root (an unpacked package
+    /// tree) instead of /.
+    #[arg(long, value_name = "ROOT", requires = "secure_boot", default_value = "/")]
+    signed_from: PathBuf,
 }
 
 fn running_kernel() -> Result<String> {
@@ -274,6 +283,7 @@ impl InstallArgs {
             timeout: self.timeout,
             update: self.update,
             profiles: self.profiles,
+            secure_boot: self.secure_boot.then_some(self.signed_from),
         })
     }
 }

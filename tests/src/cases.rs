@@ -5,7 +5,7 @@ use crate::fixtures::{
     FRAG_EXFAT_LABEL, FRAG_FAT_LABEL, FRAG_UUID, NTFS_DIRTY_LABEL, NTFS_FRAG_LABEL, NTFS_LABEL, NTFS_PATH,
     PERSIST_HOST_UUID, PERSIST_UUID, RECOVER_UUID,
 };
-use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, Writes, OVMF_VARS};
+use crate::qemu::{Accel, BootFrom, Nic, Vm, VmSpec, Writes, OVMF_VARS, OVMF_VARS_MS};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -52,6 +52,8 @@ pub struct Case {
 pub enum Firmware {
     Bios,
     Uefi,
+    /// UEFI with Microsoft's keys enrolled and Secure Boot on.
+    UefiSecureBoot,
 }
 
 pub struct During {
@@ -763,12 +765,13 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
                 append: format!("console=ttyS0 panic=-1 {append}"),
             },
             Some(Firmware::Bios) => BootFrom::Bios,
-            Some(Firmware::Uefi) => {
+            Some(firmware @ (Firmware::Uefi | Firmware::UefiSecureBoot)) => {
+                let secure = matches!(firmware, Firmware::UefiSecureBoot);
+                let from = if secure { OVMF_VARS_MS } else { OVMF_VARS };
                 // UEFI variables are written at boot: each VM gets its own copy.
                 let vars = f.dir.join(format!("{slug}.vars"));
-                std::fs::copy(OVMF_VARS, &vars)
-                    .map_err(|e| format!("copying {OVMF_VARS} (package ovmf): {e}"))?;
-                BootFrom::Uefi { vars }
+                std::fs::copy(from, &vars).map_err(|e| format!("copying {from} (package ovmf): {e}"))?;
+                BootFrom::Uefi { vars, secure }
             }
         };
         let spec = VmSpec {

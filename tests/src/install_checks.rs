@@ -126,6 +126,20 @@ fn refusals(isoroot: &Path, init: &Path, f: &Fixtures) -> Result<(), String> {
         &["--yes", "--fs", "fat32", "--label", "ISO STICK 2026"],
         "a FAT32 label has 1 to 11 characters",
     )?;
+    refused(&img, &["--yes", "--secure-boot"], "--secure-boot needs --fs fat32 or --fs ext4")?;
+    // A stick made for Secure Boot keeps shim: an update without the flag is refused.
+    let secure = f.dir.join("install-secure-update.img");
+    std::fs::copy(f.disks.get("stick-secure-boot").ok_or("no stick-secure-boot fixture")?, &secure)
+        .map_err(|e| e.to_string())?;
+    let before_update = whole(&secure)?;
+    refused(
+        &secure,
+        &["--update", "--yes"],
+        "was made with --secure-boot: run the update with --secure-boot too",
+    )?;
+    if whole(&secure)? != before_update {
+        return Err(format!("{} changed while --update refused it", secure.display()));
+    }
     {
         let dev = Loop::new(&img, &[]).map_err(err)?;
         refused(&img, &["--yes"], &format!("it is attached to {}", dev.0))?;
@@ -184,7 +198,7 @@ pub fn run(isoroot: &Path, init: &Path, f: &Fixtures, filter: Option<&str>) -> V
     let checks: [(&str, Check); 4] = [
         ("install writes nothing without --yes, nor with --dry-run", writes_nothing),
         ("install --update keeps the partition table and the data partition", update_keeps_data),
-        ("install refuses a bad label and a small, attached, mounted or read-only target; --update a disk it did not make", refusals),
+        ("install refuses a bad label, exFAT with --secure-boot, a small, attached, mounted or read-only target; --update a disk it did not make, or without --secure-boot on a stick made with it", refusals),
         ("install onto a block device", block_device),
     ];
     checks

@@ -114,6 +114,21 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             ),
         ),
         loader(
+            "isoroot install --secure-boot, ext4: shim and Debian's signed GRUB boot the first ISO's signed kernel, Secure Boot on",
+            "stick-secure-boot",
+            Firmware::UefiSecureBoot,
+            None,
+            and(
+                via(debian(), &scan("ext4")),
+                &[
+                    "secureboot: Secure boot enabled",
+                    "Kernel is locked down from EFI Secure Boot",
+                    ":/Linux ISOs/débian live.iso on /dev/vda3 ",
+                ],
+                &["prohibited by secure boot policy", "Failed to load module"],
+            ),
+        ),
+        loader(
             "isoroot install, NTFS: GRUB for UEFI boots the first ISO",
             "stick-ntfs",
             Firmware::Uefi,

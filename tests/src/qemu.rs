@@ -49,8 +49,9 @@ pub enum BootFrom {
     Kernel { kernel: PathBuf, initrd: Option<PathBuf>, append: String },
     /// SeaBIOS boots the first disk.
     Bios,
-    /// OVMF (UEFI) boots the first disk; its variables live in this copy of OVMF_VARS.
-    Uefi { vars: PathBuf },
+    /// OVMF (UEFI) boots the first disk; its variables live in this copy of OVMF_VARS, or,
+    /// with `secure`, of [`OVMF_VARS_MS`] on a machine with SMM and Secure Boot on.
+    Uefi { vars: PathBuf, secure: bool },
     /// SeaBIOS boots the NIC's iPXE ROM (package ipxe-qemu), which runs this script (a URL,
     /// handed out by QEMU's DHCP as the boot file).
     Ipxe { script: String },
@@ -59,6 +60,10 @@ pub enum BootFrom {
 /// Debian's OVMF (package ovmf).
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built for Secure Boot (it stops without SMM), and variables with Microsoft's keys
+/// enrolled and Secure Boot on, as a PC ships.
+const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 /// The guest's network card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,8 +148,19 @@ impl Vm {
             BootFrom::Ipxe { .. } => {
                 c.args(["-boot", "n"]);
             }
-            BootFrom::Uefi { vars } => {
-                c.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+            BootFrom::Uefi { vars, secure } => {
+                let code = if *secure {
+                    c.args([
+                        "-machine",
+                        "q35,smm=on",
+                        "-global",
+                        "driver=cfi.pflash01,property=secure,value=on",
+                    ]);
+                    OVMF_CODE_SECURE
+                } else {
+                    OVMF_CODE
+                };
+                c.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={code}"));
                 c.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
             }
         }

@@ -74,7 +74,52 @@ fn copy_isos(img: &Path, mount: &[&str], isos: &Path, mnt: &Path) -> Result<()> 
     copied
 }
 
-/// Writes `stick-FS.img` for each filesystem into `dir`.
+/// Debian's signed boot chain for `install --secure-boot`, unpacked (not installed: the
+/// packages' scripts would set up the build machine's own boot) into one root in `dir`.
+/// Downloaded once with apt-get; the folder is kept.
+const SIGNED_PACKAGES: [&str; 3] = ["shim-signed", "shim-helpers-amd64-signed", "grub-efi-amd64-signed"];
+
+fn signed_root(dir: &Path) -> Result<PathBuf> {
+    let root = dir.join("signed-boot");
+    let debs = dir.join("third-party-debs");
+    fs::create_dir_all(&debs)?;
+    for package in SIGNED_PACKAGES {
+        let found = |debs: &Path| -> Result<Option<PathBuf>> {
+            Ok(fs::read_dir(debs)?.flatten().map(|e| e.path()).find(|p| {
+                p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+            }))
+        };
+        let deb = match found(&debs)? {
+            Some(deb) => deb,
+            None => {
+                run(Command::new("apt-get").args(["download", "-q", package]).current_dir(&debs))
+                    .with_context(|| {
+                        format!("downloading Debian's {package} (needs apt's lists and the network)")
+                    })?;
+                found(&debs)?.with_context(|| format!("apt-get download left no {package} package"))?
+            }
+        };
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    }
+    Ok(root)
+}
+
+/// Runs `isoroot install` as the tests make every stick: 512 MiB, serial, a 5 s timeout.
+fn install(isoroot: &Path, init: &Path, kver: &str, img: &Path, args: &[&std::ffi::OsStr]) -> Result<()> {
+    let _ = fs::remove_file(img);
+    run(Command::new(isoroot)
+        .arg("install")
+        .arg(img)
+        .args(["--size", "512", "--yes", "--serial", "--timeout", "5", "-k", kver, "--init"])
+        .arg(init)
+        .args(["--append", "panic=-1"])
+        .args(args))
+    .with_context(|| format!("isoroot install {args:?}"))?;
+    Ok(())
+}
+
+/// Writes `stick-FS.img` for each filesystem into `dir`, and `stick-secure-boot.img` (ext4,
+/// shim and Debian's signed GRUB).
 pub fn build(
     isoroot: &Path,
     init: &Path,
@@ -86,16 +131,16 @@ pub fn build(
     let mut disks = BTreeMap::new();
     for (fs, name, mount) in FILESYSTEMS {
         let img = dir.join(format!("{name}.img"));
-        let _ = fs::remove_file(&img);
-        run(Command::new(isoroot)
-            .arg("install")
-            .arg(&img)
-            .args(["--size", "512", "--yes", "--fs", fs, "--serial", "--timeout", "5", "-k", kver, "--init"])
-            .arg(init)
-            .args(["--append", "panic=-1"]))
-        .with_context(|| format!("isoroot install --fs {fs}"))?;
+        install(isoroot, init, kver, &img, &[OsStr::new("--fs"), OsStr::new(fs)])?;
         copy_isos(&img, mount, isos, &work.join(format!("{name}-mnt")))?;
         disks.insert(name, img);
     }
+    let img = dir.join("stick-secure-boot.img");
+    let signed = signed_root(dir)?;
+    let args =
+        [OsStr::new("--fs"), OsStr::new("ext4"), OsStr::new("--secure-boot"), OsStr::new("--signed-from")];
+    install(isoroot, init, kver, &img, &[&args[..], &[signed.as_os_str()]].concat())?;
+    copy_isos(&img, &["mount", "-t", "ext4"], isos, &work.join("stick-secure-boot-mnt"))?;
+    disks.insert("stick-secure-boot", img);
     Ok(disks)
 }
