@@ -119,10 +119,6 @@ fn attach_iso(sys: &mut dyn Sys, cmdline: &Cmdline, iso: &Iso, hw: &mut Hardware
         Some(dev) => crate::info!("found {name} on {dev}: {}", attached.how),
         None => crate::info!("found {name}: {}", attached.how),
     }
-    // A copy in RAM has let go of the disk, and a mounted host is there already.
-    if let (Some(dev), true, false) = (&attached.source, attached.source_unmounted, cmdline.toram) {
-        data_device(sys, dev);
-    }
     Ok(attached)
 }
 
@@ -135,7 +131,10 @@ fn data_device(sys: &mut dyn Sys, dev: &BlockDev) {
         sys.map_linear(dm::DATA_DEVICE, &[whole], false)
             .with_context(|| format!("creating /dev/mapper/{} over {dev}", dm::DATA_DEVICE))
     });
-    match made {
+    match made.and_then(|node| {
+        dm::udev_record(&node).with_context(|| format!("recording {} for udev", node.display()))?;
+        Ok(node)
+    }) {
         Ok(node) => {
             crate::info!(
                 "{} is {}, read-only, for the live system to mount",
@@ -210,6 +209,11 @@ fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> 
     liveroot::mount_root(sys, &plan, &attached.dev, &upper, newroot)
         .map_err(|e| with_module_failures(e, &hw.modules))?;
     write_state(&cmdline, &plan, &attached)?;
+    // Only for a root isoroot builds: a distro's own initrd would find it on its search for
+    // media and persistence files, which expects a device it may write.
+    if let (Some(dev), true) = (&attached.source, attached.source_unmounted) {
+        data_device(sys, dev);
+    }
     switchroot::check_init(newroot, &init)?;
     sys.keep();
     timings::mark("mount root");

@@ -7,7 +7,8 @@ use isoroot_fs::filemap::Run;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 const NAME_LEN: usize = 128;
 const UUID_LEN: usize = 129;
@@ -163,12 +164,28 @@ pub fn remove(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Records a device isoroot made in udev's database as libdevmapper would at activation. A
+/// udev (the distro's initrd's, or the live system's) coldplugs it with an "add" event, and device-mapper's rules (55-dm.rules)
+/// disable every rule for a dm device on "add" unless the database says it was activated
+/// properly (DM_UDEV_PRIMARY_SOURCE_FLAG): without this, no /dev/mapper link, no blkid, and
+/// systemd never marks the device ready for dracut.
+pub fn udev_record(node: &Path) -> std::io::Result<()> {
+    let rdev = std::fs::metadata(node)?.rdev();
+    let dir = Path::new("/run/udev/data");
+    std::fs::create_dir_all(dir)?;
+    let db = dir.join(format!("b{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)));
+    std::fs::write(db, "E:DM_UDEV_PRIMARY_SOURCE_FLAG=1\nE:DM_UDEV_RULES_VSN=2\n")
+}
+
 /// The device the handoff strategy gives the distro's initrd: `/dev/mapper/isoroot`.
 pub const HANDOFF_DEVICE: &str = "isoroot";
 
 /// The whole device that holds the ISO, read-only, for the live system: the ISO's map
 /// claims that device, so its own node cannot be mounted beside it.
 pub const DATA_DEVICE: &str = "isoroot-data";
+
+/// The persistence image, writable.
+pub const PERSIST_DEVICE: &str = "isoroot-persist";
 
 /// The dm device's name: the ISO's file name, without what a device name cannot hold.
 pub fn name_for(path: &str) -> String {
@@ -182,7 +199,7 @@ pub fn name_for(path: &str) -> String {
     match name.as_str() {
         "" => "iso".into(),
         // Taken by the devices isoroot makes besides the ISO's.
-        HANDOFF_DEVICE | DATA_DEVICE => format!("{name}-iso"),
+        HANDOFF_DEVICE | DATA_DEVICE | PERSIST_DEVICE => format!("{name}-iso"),
         _ => name,
     }
 }

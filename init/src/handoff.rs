@@ -26,19 +26,6 @@ pub fn distro_init_present() -> bool {
     }
 }
 
-/// Records the device in udev's database as libdevmapper would at activation. A udev in the
-/// distro's initrd coldplugs it with an "add" event, and device-mapper's rules (55-dm.rules)
-/// disable every rule for a dm device on "add" unless the database says it was activated
-/// properly (DM_UDEV_PRIMARY_SOURCE_FLAG): without this, no /dev/mapper link, no blkid, and
-/// systemd never marks the device ready for dracut.
-fn udev_record(node: &Path) -> std::io::Result<()> {
-    let rdev = std::fs::metadata(node)?.rdev();
-    let dir = Path::new("/run/udev/data");
-    std::fs::create_dir_all(dir)?;
-    let db = dir.join(format!("b{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)));
-    std::fs::write(db, "E:DM_UDEV_PRIMARY_SOURCE_FLAG=1\nE:DM_UDEV_RULES_VSN=2\n")
-}
-
 /// Maps the attached ISO as `/dev/mapper/isoroot`, puts the API filesystems back the way the
 /// kernel left them (but /dev, which holds the node: there is no udev yet to make it) and
 /// execs the distro's `/init` with isoroot's own arguments.
@@ -58,7 +45,7 @@ pub fn hand_off(sys: &mut dyn Sys, attached: &Attached, profile: &str) -> Result
             format!("creating /dev/mapper/{} over {}", dm::HANDOFF_DEVICE, attached.dev.display())
         })?;
     sys.keep();
-    if let Err(e) = udev_record(&node) {
+    if let Err(e) = dm::udev_record(&node) {
         crate::warn!("{}: no udev record ({e}); a udev-based initrd may not see the device", node.display());
     }
     crate::info!("profile {profile}: handing {} to the distro's {DISTRO_INIT}", node.display());

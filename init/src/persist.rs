@@ -21,7 +21,6 @@ use isoroot_fs::superblock::{self, FsKind, EXT4_INCOMPAT_64BIT};
 use isoroot_fs::{le16, le32, ReadAt};
 use std::path::PathBuf;
 
-const NAME: &str = "isoroot-persist";
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 
 /// The writable device that holds the persistence filesystem, or why there is none.
@@ -53,13 +52,14 @@ pub fn attach(
         );
     }
     let (targets, len) = current_map(&source, loc, persist.extents.as_deref())?;
-    let dev = sys.map_linear(NAME, &targets, true).context("creating the persistence device")?;
+    let dev =
+        sys.map_linear(dm::PERSIST_DEVICE, &targets, true).context("creating the persistence device")?;
     // Read, never write, until the image proves to be the one named, whole.
     let proved = std::fs::File::open(&dev)
         .with_context(|| format!("opening {}", dev.display()))
         .and_then(|f| prove(&f, len, loc, uuid));
     if let Err(e) = proved {
-        sys.unmap(NAME);
+        sys.unmap(dm::PERSIST_DEVICE);
         return Err(e);
     }
     Ok(Some(dev))

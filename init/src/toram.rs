@@ -78,5 +78,11 @@ pub fn copy(
         Some(dev) => crate::info!("{name} is in RAM; {} can be removed", dev.path.display()),
         None => crate::info!("{name} is in RAM"),
     }
-    Ok(Attached { dev: ram, how: format!("{}, copied to RAM", attached.how), ..attached })
+    // The disk is let go of: nothing to offer the live system from it.
+    Ok(Attached {
+        dev: ram,
+        how: format!("{}, copied to RAM", attached.how),
+        source_unmounted: false,
+        ..attached
+    })
 }

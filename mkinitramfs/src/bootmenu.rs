@@ -172,9 +172,9 @@ pub fn grub_cfg(m: &BootMenu<'_>) -> String {
     }
     // all_video: on UEFI the kernel gets the firmware's framebuffer only through GRUB's
     // video drivers; without them a PC's screen stays blank until the kernel's own driver.
-    // Under Secure Boot (`lockdown`) the signed GRUB has what it can use built in, and
-    // refuses to load anything else.
-    s.push_str("if [ \"$lockdown\" != y ]; then\n");
+    // Debian's signed GRUB (`install --secure-boot`) has what it can use built in and no
+    // module folder, and under Secure Boot (`lockdown`) it refuses to load anything else.
+    s.push_str("if [ \"$lockdown\" != y -a -d \"$prefix/$grub_cpu-$grub_platform\" ]; then\n");
     for module in [
         "part_gpt",
         "part_msdos",

@@ -12,7 +12,7 @@ use crate::initramfs::{self, Compress};
 use crate::inspect;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use isoroot_fs::parttable::{self, kind, Partition};
-use isoroot_fs::superblock;
+use isoroot_fs::superblock::{self, FsKind};
 use isoroot_fs::{human_size, Window};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -648,6 +648,14 @@ fn recorded(t: &Target, esp: &Partition) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().replace('\n', ", "))
 }
 
+/// Why `--secure-boot` cannot go with a data partition of filesystem `fs`.
+fn no_signed_reader(fs: &str) -> String {
+    format!(
+        "--secure-boot needs --fs fat32 or --fs ext4: Debian's signed GRUB has no {fs} reader built in, and \
+         Secure Boot lets it load no other"
+    )
+}
+
 fn nothing_written(o: &Options) {
     println!(
         "nothing was written{}",
@@ -666,11 +674,7 @@ pub fn run_install(o: &Options) -> Result<()> {
         bail!("--label {:?}: {why}", o.label);
     }
     if o.secure_boot.is_some() && matches!(o.fs, DataFs::Exfat | DataFs::Ntfs) {
-        bail!(
-            "--secure-boot needs --fs fat32 or --fs ext4: Debian's signed GRUB has no {} reader built in, and \
-             Secure Boot lets it load no other",
-            o.fs.name()
-        );
+        bail!(no_signed_reader(o.fs.name()));
     }
     let need = ESP_AT + ESP_SIZE + MIN_DATA + GPT_TAIL;
     let too_small = |size: u64, what: &str| {
@@ -775,6 +779,9 @@ fn update(o: &Options, t: &Target) -> Result<()> {
         bail!("{name} was made with --secure-boot: run the update with --secure-boot too");
     }
     let fs = probe(&l.data)?.with_context(|| format!("no filesystem on the data partition of {name}"))?;
+    if o.secure_boot.is_some() && matches!(fs.kind, FsKind::Exfat | FsKind::Ntfs) {
+        bail!(no_signed_reader(fs.kind.name()));
+    }
     let uuid = fs.uuid.with_context(|| format!("the data partition of {name} has no filesystem UUID"))?;
     println!(
         "isoroot install --update: {name}: replaces {before} with isoroot {}, kernel {}; the data partition ({} UUID {uuid}) stays as it is",

@@ -928,6 +928,11 @@ pub fn run(f: &Fixtures, accel: Accel, filter: Option<&str>, jobs: usize) -> Vec
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = cases.get(i) else { break };
+                if let Some(d) = case.disks.iter().find(|d| !f.disks.contains_key(*d)) {
+                    let why = format!("the fixture {d} could not be made here (the fixture build said why)");
+                    outcomes.lock().unwrap().push(Outcome::skipped(case.name, why));
+                    continue;
+                }
                 if crate::distros::FROM_SOURCES.contains(&case.initrd) {
                     if let Err(why) = crate::distros::third_party_sources() {
                         let why = format!("needs the {} initrd, built from sources: {why}", case.initrd);

@@ -125,7 +125,7 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
                     "Kernel is locked down from EFI Secure Boot",
                     ":/Linux ISOs/débian live.iso on /dev/vda3 ",
                 ],
-                &["prohibited by secure boot policy", "Failed to load module"],
+                &["prohibited by secure boot policy", "Loading of unsigned module is rejected"],
             ),
         ),
         loader(
