@@ -5,7 +5,7 @@
 //! ([`isoroot_profiles::find`]); the entries boot the combined way (the ISO's kernel and
 //! initrd, isoroot's addon, no extent hints: isoroot scans the data partition at boot).
 
-use crate::menu::one_line;
+use crate::menu::{gq, one_line};
 use isoroot_profiles::{chain, Profile, Select};
 use std::fmt::Write;
 
@@ -26,11 +26,6 @@ pub struct BootMenu<'a> {
     pub timeout: u32,
     /// Kernel command line words for every boot.
     pub append: &'a [String],
-}
-
-/// A GRUB single-quoted word: nothing in it is expanded.
-fn sq(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// A profile's `*` pattern (see [`isoroot_profiles::glob_match`]) as an anchored regular
@@ -55,7 +50,7 @@ fn glob_regex(pattern: &str) -> String {
 /// the `*` of a pattern, which GRUB's wildcard expansion then sees.
 fn in_iso(path: &str) -> String {
     let parts: Vec<String> =
-        path.split('*').map(|p| if p.is_empty() { String::new() } else { sq(p) }).collect();
+        path.split('*').map(|p| if p.is_empty() { String::new() } else { gq(p) }).collect();
     format!("(isoroot_probe){}", parts.join("*"))
 }
 
@@ -104,7 +99,7 @@ fn detect(p: &Profile) -> String {
         let _ = writeln!(
             s,
             "    set isoroot_hit=; if regexp {} \"$isoroot_label\"; then set isoroot_hit=1; fi; if [ -z \"$isoroot_hit\" ]; then set isoroot_ok=; fi",
-            sq(&glob_regex(label))
+            gq(&glob_regex(label))
         );
     }
     for d in &p.detect {
@@ -135,17 +130,17 @@ fn detect(p: &Profile) -> String {
     if !unsupported {
         let _ = writeln!(s, "    if [ -n \"$isoroot_ok\" ]; then {rules}if [ -z \"$isoroot_hit\" ]; then set isoroot_ok=; fi; fi");
     }
-    let _ = writeln!(s, "    if [ -n \"$isoroot_ok\" ]; then\n      set isoroot_profile={}", sq(&p.name));
+    let _ = writeln!(s, "    if [ -n \"$isoroot_ok\" ]; then\n      set isoroot_profile={}", gq(&p.name));
     if let Some(why) = &p.unsupported {
-        let _ = writeln!(s, "      set isoroot_why={}", sq(&one_line(why, usize::MAX)));
+        let _ = writeln!(s, "      set isoroot_why={}", gq(&one_line(why, usize::MAX)));
     } else if p.init.is_none() {
         let _ = writeln!(
             s,
             "      set isoroot_why={}",
-            sq("this distro names its init in its own boot menu: use the ISO's own menu, or isoroot menu on a host")
+            gq("this distro names its init in its own boot menu: use the ISO's own menu, or isoroot menu on a host")
         );
     } else {
-        let _ = writeln!(s, "      set isoroot_tokens={}", sq(&p.cmdline));
+        let _ = writeln!(s, "      set isoroot_tokens={}", gq(&p.cmdline));
         s.push_str(&first("isoroot_kernel", &p.kernel));
         s.push_str(&first("isoroot_initrd", &p.initrd));
     }
@@ -199,8 +194,8 @@ pub fn grub_cfg(m: &BootMenu<'_>) -> String {
     if m.serial {
         append.extend(["console=tty0".into(), "console=ttyS0,115200".into()]);
     }
-    let _ = writeln!(s, "set isoroot_esp=$root\nset isoroot_append={}", sq(&append.join(" ")));
-    let _ = writeln!(s, "search --no-floppy --fs-uuid --set=isoroot_data {}", sq(m.data_uuid));
+    let _ = writeln!(s, "set isoroot_esp=$root\nset isoroot_append={}", gq(&append.join(" ")));
+    let _ = writeln!(s, "search --no-floppy --fs-uuid --set=isoroot_data {}", gq(m.data_uuid));
     // A submenu runs in a new context that sees only exported variables.
     s.push_str("export isoroot_esp\nexport isoroot_append\nexport isoroot_data\n");
 
@@ -341,7 +336,7 @@ mod tests {
             append: &[],
         });
         for p in &profiles {
-            assert!(cfg.contains(&format!("set isoroot_profile='{}'", p.name)), "{}", p.name);
+            assert!(cfg.contains(&format!("set isoroot_profile={}", gq(&p.name))), "{}", p.name);
         }
         assert!(cfg.contains("\"iso=UUID=1234-ABCD:$2\""));
         assert!(cfg.contains("console=ttyS0,115200"));

@@ -201,7 +201,7 @@ fn isos(o: &Options) -> Result<Vec<Iso>> {
 }
 
 /// GRUB quoting: single quotes keep everything, double quotes for the kernel included.
-fn gq(s: &str) -> String {
+pub fn gq(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:+,@".contains(c)) {
         return s.to_string();
     }
