@@ -739,6 +739,19 @@ impl Outcome {
         Outcome { name: name.to_string(), result, secs, skipped: None }
     }
 
+    /// Runs each named host check whose name contains `filter` (all without one), timed.
+    pub fn checks<C>(
+        checks: Vec<(&str, C)>,
+        filter: Option<&str>,
+        run: impl Fn(C) -> Result<(), String>,
+    ) -> Vec<Outcome> {
+        checks
+            .into_iter()
+            .filter(|(name, _)| filter.is_none_or(|s| name.contains(s)))
+            .map(|(name, check)| Outcome::timed(name, || run(check)))
+            .collect()
+    }
+
     /// A test that cannot run here, which says so.
     pub fn skipped(name: &str, why: String) -> Outcome {
         println!("skip   {name}: {why}");

@@ -107,9 +107,5 @@ pub fn run(isoroot: &Path, init: &Path, f: &Fixtures, filter: Option<&str>) -> V
         ("mkinitramfs refuses a dynamically linked init", dynamic_init_refused),
         ("mkinitramfs --profile and --add-module, standalone and addon", profile_and_module),
     ];
-    checks
-        .into_iter()
-        .filter(|(name, _)| filter.is_none_or(|s| name.contains(s)))
-        .map(|(name, check)| Outcome::timed(name, || check(isoroot, init, f)))
-        .collect()
+    Outcome::checks(checks.into(), filter, |check| check(isoroot, init, f))
 }

@@ -208,9 +208,5 @@ pub fn run(isoroot: &Path, init: &Path, f: &Fixtures, filter: Option<&str>) -> V
         ("install refuses a bad label, exFAT with --secure-boot, a small, attached, mounted or read-only target; --update a disk it did not make, or without --secure-boot on a stick made with it", refusals),
         ("install onto a block device", block_device),
     ];
-    checks
-        .into_iter()
-        .filter(|(name, _)| filter.is_none_or(|s| name.contains(s)))
-        .map(|(name, check)| Outcome::timed(name, || check(isoroot, init, f)))
-        .collect()
+    Outcome::checks(checks.into(), filter, |check| check(isoroot, init, f))
 }

@@ -111,9 +111,5 @@ pub fn run(isoroot: &Path, f: &Fixtures, filter: Option<&str>) -> Vec<Outcome> {
             grub_options,
         ),
     ];
-    checks
-        .into_iter()
-        .filter(|(name, _)| filter.is_none_or(|s| name.contains(s)))
-        .map(|(name, check)| Outcome::timed(name, || check(isoroot, f)))
-        .collect()
+    Outcome::checks(checks.into(), filter, |check| check(isoroot, f))
 }
