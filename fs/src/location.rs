@@ -42,6 +42,16 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// A `key=value` word for the kernel command line, quoted when the value holds white space
+/// (the kernel and isoroot's parser take the quotes off again).
+pub fn word(key: &str, value: &str) -> String {
+    if value.contains(char::is_whitespace) {
+        format!("{key}=\"{value}\"")
+    } else {
+        format!("{key}={value}")
+    }
+}
+
 /// Normalises an absolute path: `.` and empty components go, `..` is refused.
 pub fn clean_path(p: &str) -> Option<String> {
     if !p.starts_with('/') {
@@ -129,5 +139,11 @@ mod tests {
         // Found by `cargo fuzz run cmdline`: `\x1` followed by a two-byte character.
         assert_eq!(super::unescape_udev("a\\x1\u{3d9}b"), "a\\x1\u{3d9}b");
         assert_eq!(super::unescape_udev("MY\\x20USB"), "MY USB");
+    }
+
+    #[test]
+    fn words_with_white_space_are_quoted() {
+        assert_eq!(super::word("iso", "UUID=x:/my isos/a.iso"), "iso=\"UUID=x:/my isos/a.iso\"");
+        assert_eq!(super::word("iso.extents", "1+2"), "iso.extents=1+2");
     }
 }

@@ -4,7 +4,7 @@
 use crate::cpio::Archive;
 use anyhow::{bail, Context, Result};
 use isoroot_fs::extents::{self, Covers, Extent, Fingerprint};
-use isoroot_fs::location::{Location, Source};
+use isoroot_fs::location::{word, Location, Source};
 use isoroot_fs::{filemap, superblock, ReadAt};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -169,15 +169,6 @@ pub fn unescape(s: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// A `key=value` word for the kernel command line, quoted when the value holds white space.
-pub fn word(key: &str, value: &str) -> String {
-    if value.contains(char::is_whitespace) {
-        format!("{key}=\"{value}\"")
-    } else {
-        format!("{key}={value}")
-    }
 }
 
 /// A file's place on its device, however it was found.
@@ -350,12 +341,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mountinfo_escapes_and_quoting() {
+    fn mountinfo_escapes() {
         assert_eq!(unescape(r"/media/my\040stick"), "/media/my stick");
         assert_eq!(unescape(r"/a\134b"), r"/a\b");
         assert_eq!(unescape(r"/odd\x"), r"/odd\x");
-        assert_eq!(word("iso", "UUID=x:/my isos/a.iso"), "iso=\"UUID=x:/my isos/a.iso\"");
-        assert_eq!(word("iso.extents", "1+2"), "iso.extents=1+2");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use isoroot_fs::iso9660::{IsoFs, Names};
 use isoroot_fs::squashfs::Squashfs;
 use isoroot_fs::{ReadAt, Window};
-use isoroot_profiles::{glob_match, Lookup, Match, Profile};
+use isoroot_profiles::iso::{matching, IsoFiles};
+use isoroot_profiles::{Match, Profile};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -36,56 +37,6 @@ pub struct Report {
     pub cmdline: Option<String>,
     /// What could not be read, and why.
     pub notes: Vec<String>,
-}
-
-/// An ISO as the profiles' rules ask about it.
-struct Files<'a, 'f, S: ReadAt + ?Sized>(&'a IsoFs<'f, S>);
-
-impl<S: ReadAt + ?Sized> Lookup for Files<'_, '_, S> {
-    fn exists(&self, path: &str) -> bool {
-        self.0.lookup(path).is_ok_and(|n| n.is_some())
-    }
-    fn list(&self, dir: &str) -> Vec<String> {
-        match self.0.lookup(dir) {
-            Ok(Some(d)) if d.dir => {
-                self.0.read_dir(&d).map(|v| v.into_iter().map(|n| n.name).collect()).unwrap_or_default()
-            }
-            _ => Vec::new(),
-        }
-    }
-    // A boot entry's command line and the distro initrd are not there to ask: the rules
-    // that need them are skipped, as on a boot without them.
-    fn cmdline(&self, _key: &str) -> Option<String> {
-        None
-    }
-    fn initrd_var(&self, _file: &str, _var: &str) -> Option<String> {
-        None
-    }
-    fn label(&self) -> Option<String> {
-        Some(self.0.label.clone())
-    }
-}
-
-/// The paths matching a profile's patterns (at most one `*`, in the last component).
-fn matching(iso: &dyn Lookup, patterns: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in patterns {
-        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
-        if !name.contains('*') {
-            if iso.exists(p) {
-                out.push(p.clone());
-            }
-            continue;
-        }
-        let mut names: Vec<String> = iso
-            .list(if dir.is_empty() { "/" } else { dir })
-            .into_iter()
-            .filter(|n| glob_match(name, n))
-            .collect();
-        names.sort();
-        out.extend(names.into_iter().map(|n| format!("{dir}/{n}")));
-    }
-    out
 }
 
 fn os_release(text: &str, key: &str) -> Option<String> {
@@ -166,7 +117,7 @@ pub fn inspect(path: &Path, profiles: &[Profile]) -> Result<Report> {
         r.notes
             .push("no Rock Ridge or Joliet names: plain ISO 9660 names, compared case-insensitively".into());
     }
-    let found = isoroot_profiles::find(profiles, &Files(&iso)).map_err(|e| anyhow::anyhow!(e))?;
+    let found = isoroot_profiles::find(profiles, &IsoFiles(&iso)).map_err(|e| anyhow::anyhow!(e))?;
     let (profile, layers) = match found {
         Match::Found(p, layers) => (p, layers),
         Match::Unsupported(p) => {
@@ -182,8 +133,8 @@ pub fn inspect(path: &Path, profiles: &[Profile]) -> Result<Report> {
     r.description = Some(profile.description.clone());
     r.strategy = Some(profile.strategy.name());
     r.cmdline = Some(profile.cmdline.clone()).filter(|c| !c.is_empty());
-    r.kernel = matching(&Files(&iso), &profile.kernel);
-    r.initrd = matching(&Files(&iso), &profile.initrd);
+    r.kernel = matching(&IsoFiles(&iso), &profile.kernel);
+    r.initrd = matching(&IsoFiles(&iso), &profile.initrd);
     read_root(&iso, &file, profile, &layers, &mut r);
     r.root_images = layers;
     Ok(r)

@@ -9,7 +9,7 @@ use crate::inspect::{self, Report};
 use anyhow::{bail, Context, Result};
 use isoroot_fs::extents::hex;
 use isoroot_fs::iso9660::IsoFs;
-use isoroot_fs::location::{Location, Source};
+use isoroot_fs::location::{word, Location, Source};
 use isoroot_profiles::Profile;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
@@ -171,7 +171,7 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     };
     match hints {
         Some(words) => cmdline.extend(words),
-        None => cmdline.push(extents::word("iso", &loc.to_string())),
+        None => cmdline.push(word("iso", &loc.to_string())),
     }
     if o.pin_sha256 {
         cmdline.push(format!("iso.sha256={}", sha256_hex(file)?));

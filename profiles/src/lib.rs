@@ -6,6 +6,7 @@
 //! reads without any dependency.
 
 mod compact;
+pub mod iso;
 mod layers;
 #[cfg(feature = "yaml")]
 mod yaml;
@@ -21,6 +22,9 @@ pub mod layout {
     pub const PROFILE_DIR: &str = "/etc/isoroot/profiles";
     /// Kernel modules the init loads at every boot, one name per line.
     pub const MODULE_LIST: &str = "/etc/isoroot/modules.load";
+    /// isoroot's `--no-modules` archive inside a standalone initramfs, which the boot-time
+    /// picker appends to a chosen ISO's own initrd when it boots the ISO's kernel.
+    pub const ADDON: &str = "/isoroot/addon.img";
 }
 
 /// The profiles in this crate's folder: (file name, YAML).

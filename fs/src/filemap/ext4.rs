@@ -1,7 +1,7 @@
 //! ext4 (and ext2/3 made with extents): superblock, group descriptors, inodes, extent trees,
 //! directory blocks. Read-only and just enough to map one file.
 
-use super::{corrupt, find, FileMap, Lookup, Run, ScanError};
+use super::{corrupt, find, is_iso_name, walk_isos, FileMap, Item, Listing, Lookup, Run, ScanError};
 use crate::pathwalk::MAX_LINK;
 use crate::superblock::{EXT4_INCOMPAT_64BIT, EXT4_INCOMPAT_RECOVER};
 use crate::{le16, le32, ReadAt};
@@ -239,9 +239,10 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         Ok(out)
     }
 
-    /// Directory entries as (name, inode); linear, which also reads htree directories
-    /// (their index blocks look like one empty entry).
-    fn entries(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, u32)>, ScanError> {
+    /// Directory entries as (name, inode, file type: 1 a file, 2 a directory, 0 unknown
+    /// without the filetype feature); linear, which also reads htree directories (their
+    /// index blocks look like one empty entry).
+    fn entries(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, u32, u8)>, ScanError> {
         let data = self.contents(dir)?;
         let mut out = Vec::new();
         for block in data.chunks(self.block as usize) {
@@ -254,7 +255,7 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
                     break;
                 }
                 if inode != 0 && 8 + name_len <= rec_len {
-                    out.push((block[at + 8..at + 8 + name_len].to_vec(), inode));
+                    out.push((block[at + 8..at + 8 + name_len].to_vec(), inode, block[at + 7]));
                 }
                 at += rec_len;
             }
@@ -267,11 +268,11 @@ pub fn map(dev: &(impl ReadAt + ?Sized), path: &str) -> Result<FileMap, ScanErro
     let fs = Fs::open(dev)?;
     let file = find(path, ROOT_INODE, |&dir, name| {
         let entries = fs.entries(&fs.inode(dir)?)?;
-        let Some(&(_, n)) = entries.iter().find(|(e, _)| e == name.as_bytes()) else {
+        let Some(&(_, n, _)) = entries.iter().find(|(e, ..)| e == name.as_bytes()) else {
             return Ok(Lookup::Missing(
                 entries
                     .iter()
-                    .map(|(e, _)| String::from_utf8_lossy(e).into_owned())
+                    .map(|(e, ..)| String::from_utf8_lossy(e).into_owned())
                     .filter(|e| e != "." && e != "..")
                     .collect(),
             ));
@@ -296,6 +297,31 @@ pub fn map(dev: &(impl ReadAt + ?Sized), path: &str) -> Result<FileMap, ScanErro
         })
     })?;
     fs.file_map(&fs.inode(file)?)
+}
+
+pub fn isos(dev: &(impl ReadAt + ?Sized)) -> Result<Listing, ScanError> {
+    let fs = Fs::open(dev)?;
+    walk_isos(ROOT_INODE, |&dir| {
+        let mut items = Vec::new();
+        for (name, n, file_type) in fs.entries(&fs.inode(dir)?)? {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            // The entry's file type where it has one; the inode only where it does not. An
+            // inode that cannot be read loses its entry, not the folder.
+            let dir = match file_type {
+                1 => false,
+                2 => true,
+                0 => match fs.inode(n) {
+                    Ok(i) if i.is_dir() || i.is_file() => i.is_dir(),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            if dir || is_iso_name(&name) {
+                items.push(Item { name, dir, node: n });
+            }
+        }
+        Ok(items)
+    })
 }
 
 #[cfg(test)]

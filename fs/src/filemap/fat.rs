@@ -1,7 +1,7 @@
 //! FAT12/16/32 and exFAT: boot sector, FAT chains (or exFAT's contiguous "NoFatChain"
 //! files), directories with long names. Names compare without regard to case.
 
-use super::{corrupt, find, same_name, FileMap, Lookup, Run, ScanError};
+use super::{corrupt, find, same_name, walk_isos, FileMap, Item, Listing, Lookup, Run, ScanError};
 use crate::superblock::FsKind;
 use crate::{le16, le32, le64, ReadAt};
 use std::collections::HashMap;
@@ -415,6 +415,17 @@ pub fn map(dev: &(impl ReadAt + ?Sized), kind: FsKind, path: &str) -> Result<Fil
         )));
     }
     fs.runs(file.start, file.size)
+}
+
+pub fn isos(dev: &(impl ReadAt + ?Sized), kind: FsKind) -> Result<Listing, ScanError> {
+    let mut fs = Fs::open(dev, kind == FsKind::Exfat)?;
+    walk_isos(None, |dir: &Option<Entry>| {
+        Ok(fs
+            .entries(dir.as_ref())?
+            .into_iter()
+            .map(|e| Item { name: e.name.clone(), dir: e.dir, node: Some(e) })
+            .collect())
+    })
 }
 
 #[cfg(test)]

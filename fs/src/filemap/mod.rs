@@ -85,6 +85,64 @@ impl FileMap {
     }
 }
 
+/// A file read through its map, from the device under it: an ISO inside a filesystem read
+/// without a kernel driver or a device-mapper device.
+pub struct MappedFile<'a, D: ReadAt + ?Sized> {
+    dev: &'a D,
+    runs: &'a [Run],
+    /// Where each run starts in the file.
+    starts: Vec<u64>,
+    size: u64,
+}
+
+impl<'a, D: ReadAt + ?Sized> MappedFile<'a, D> {
+    pub fn new(dev: &'a D, map: &'a FileMap) -> Self {
+        let starts = map
+            .runs
+            .iter()
+            .scan(0u64, |at, r| {
+                let start = *at;
+                *at += r.bytes();
+                Some(start)
+            })
+            .collect();
+        MappedFile { dev, runs: &map.runs, starts, size: map.size }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl<D: ReadAt + ?Sized> ReadAt for MappedFile<'_, D> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.size);
+        if end.is_none() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let (mut at, mut done) = (offset, 0);
+        while done < buf.len() {
+            let i = self.starts.partition_point(|&s| s <= at) - 1;
+            let within = at - self.starts[i];
+            let n = ((self.runs[i].bytes() - within) as usize).min(buf.len() - done);
+            if n == 0 {
+                // Runs that cover less than the size (a map not made by [`map`]).
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            match self.runs[i] {
+                Run::Data { offset, .. } => {
+                    let at = offset.checked_add(within).ok_or(std::io::ErrorKind::InvalidData)?;
+                    self.dev.read_at(at, &mut buf[done..done + n])?
+                }
+                Run::Zero { .. } => buf[done..done + n].fill(0),
+            }
+            done += n;
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum ScanError {
     /// The filesystem is not in a state whose on-disk structures can be trusted.
@@ -176,6 +234,106 @@ enum Lookup<N> {
     Missing(Vec<String>),
 }
 
+/// A subdirectory or regular file in a directory, as [`isos`] walks the tree.
+struct Item<N> {
+    name: String,
+    dir: bool,
+    node: N,
+}
+
+/// Folders below the top level that [`isos`] looks in: two, as `isoroot install`'s GRUB menu.
+const ISO_DEPTH: usize = 2;
+/// Folders [`isos`] reads at most, and directory entries it looks at at most: a crafted or
+/// huge tree ends the search, not the boot.
+const MAX_DIRS: usize = 512;
+const MAX_ENTRIES: usize = 100_000;
+/// ISO files [`isos`] returns at most.
+const MAX_ISOS: usize = 1000;
+
+/// Whether [`isos`] leaves a name out: hidden ones (`.…`), NTFS's own files and Windows'
+/// recycle bin (`$…`), and Windows' System Volume Information.
+fn skipped(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('$') || name.eq_ignore_ascii_case("System Volume Information")
+}
+
+/// Whether a file name is an ISO's, `*.iso` in any case: the readers look no further at
+/// other files.
+fn is_iso_name(name: &str) -> bool {
+    name.len() > 4 && name.get(name.len() - 4..).is_some_and(|x| x.eq_ignore_ascii_case(".iso"))
+}
+
+/// The ISO files [`isos`] found, and what it could not look at.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Absolute paths, sorted by their bytes.
+    pub paths: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Every `*.iso` file (any case) on a filesystem of `kind`, at the top level and in folders
+/// down to [`ISO_DEPTH`] levels below it, without [`skipped`] names. Bounded by
+/// [`MAX_DIRS`], [`MAX_ENTRIES`] and [`MAX_ISOS`]: a crafted tree cannot make the search
+/// long. Only a root directory that cannot be read is an error; a folder that cannot be
+/// read is a note.
+pub fn isos(dev: &(impl ReadAt + ?Sized), kind: FsKind) -> Result<Listing, ScanError> {
+    let mut found = match kind {
+        FsKind::Ext4 => ext4::isos(dev)?,
+        FsKind::Vfat | FsKind::Exfat => fat::isos(dev, kind)?,
+        FsKind::Ntfs => ntfs::isos(dev)?,
+        other => {
+            return Err(ScanError::Unsupported(format!("isoroot cannot list {} itself", other.name())));
+        }
+    };
+    found.paths.sort();
+    found.paths.dedup();
+    Ok(found)
+}
+
+/// The search of [`isos`] over a reader's tree, from `root`; `items` lists a directory's
+/// subdirectories and ISO files.
+fn walk_isos<N>(
+    root: N,
+    mut items: impl FnMut(&N) -> Result<Vec<Item<N>>, ScanError>,
+) -> Result<Listing, ScanError> {
+    let mut out = Listing::default();
+    let mut todo = vec![(String::new(), root, 0)];
+    let (mut dirs, mut entries) = (0, 0);
+    while let Some((path, dir, depth)) = todo.pop() {
+        dirs += 1;
+        if dirs > MAX_DIRS || entries > MAX_ENTRIES {
+            out.notes.push(format!("stopped after {MAX_DIRS} folders or {MAX_ENTRIES} names"));
+            break;
+        }
+        let listed = match items(&dir) {
+            Ok(listed) => listed,
+            Err(e) if !path.is_empty() => {
+                out.notes.push(format!("{path}: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        entries += listed.len();
+        for item in listed {
+            if item.name.is_empty() || item.name.contains(['/', '\0']) || skipped(&item.name) {
+                continue;
+            }
+            let at = format!("{path}/{}", item.name);
+            if item.dir {
+                if depth < ISO_DEPTH {
+                    todo.push((at, item.node, depth + 1));
+                }
+            } else if is_iso_name(&item.name) {
+                if out.paths.len() == MAX_ISOS {
+                    out.notes.push(format!("stopped at {MAX_ISOS} ISO files"));
+                    return Ok(out);
+                }
+                out.paths.push(at);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The regular file at `path`, walked from `root` with `lookup`; missing names say what the
 /// directory held instead.
 fn find<N>(
@@ -260,6 +418,72 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 3, "crashers in {}", dir.display());
+    }
+
+    #[test]
+    fn a_mapped_file_reads_across_runs_and_holes() {
+        let dev: Vec<u8> = (0..=255u8).collect();
+        let mut m = FileMap::new(10);
+        m.push(Run::Data { offset: 100, len: 3 });
+        m.push(Run::Zero { len: 2 });
+        m.push(Run::Data { offset: 10, len: 5 });
+        let f = MappedFile::new(&dev[..], &m);
+        let mut buf = [9u8; 10];
+        f.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, [100, 101, 102, 0, 0, 10, 11, 12, 13, 14]);
+        let mut two = [0u8; 2];
+        f.read_at(4, &mut two).unwrap();
+        assert_eq!(two, [0, 10]);
+        // A crafted run past the end of the address space is an error, not an overflow.
+        let mut far = FileMap::new(2);
+        far.push(Run::Data { offset: u64::MAX, len: 2 });
+        assert!(MappedFile::new(&dev[..], &far).read_at(1, &mut two[..1]).is_err());
+        assert!(f.read_at(9, &mut two).is_err(), "past the end of the file");
+    }
+
+    #[test]
+    fn the_iso_search_keeps_to_its_depth_and_skips_hidden_folders() {
+        // A tree of nodes: (name, dir, children).
+        let tree: Vec<(&str, bool, Vec<usize>)> = vec![
+            ("", true, vec![1, 2, 3, 4, 5, 10]),
+            ("a.ISO", false, vec![]),
+            ("notes.txt", false, vec![]),
+            ("$RECYCLE.BIN", true, vec![1]),
+            (".hidden", true, vec![1]),
+            ("one", true, vec![6, 7]),
+            ("b.iso", false, vec![]),
+            ("two", true, vec![8, 9]),
+            ("c.iso", false, vec![]),
+            ("three", true, vec![1]),
+            ("é.iso", false, vec![]),
+        ];
+        let mut found = walk_isos(0usize, |&d| {
+            Ok(tree[d].2.iter().map(|&c| Item { name: tree[c].0.into(), dir: tree[c].1, node: c }).collect())
+        })
+        .unwrap();
+        found.paths.sort();
+        assert_eq!(found.paths, ["/a.ISO", "/one/b.iso", "/one/two/c.iso", "/é.iso"]);
+        // A directory that holds itself ends at the depth limit.
+        let looped = walk_isos((), |_| Ok(vec![Item { name: "d".into(), dir: true, node: () }])).unwrap();
+        assert_eq!(looped, Listing::default());
+        // A folder that cannot be read is a note; the root is an error.
+        let listing = walk_isos(0, |&d| match d {
+            0 => Ok(vec![
+                Item { name: "bad".into(), dir: true, node: 1 },
+                Item { name: "x.iso".into(), dir: false, node: 2 },
+            ]),
+            _ => Err(ScanError::Corrupt("a broken folder".into())),
+        })
+        .unwrap();
+        assert_eq!(listing.paths, ["/x.iso"]);
+        assert_eq!(listing.notes, ["/bad: inconsistent filesystem structures: a broken folder"]);
+        assert!(walk_isos(0, |_| Err(ScanError::Corrupt("root".into()))).is_err());
+        // A directory with more names than the budget ends the search with a note.
+        let wide = walk_isos(0, |&d| {
+            Ok((0..MAX_ENTRIES + 1).map(|i| Item { name: format!("d{i}"), dir: true, node: d + 1 }).collect())
+        })
+        .unwrap();
+        assert_eq!(wide.notes.len(), 1, "{:?}", wide.notes);
     }
 
     #[test]

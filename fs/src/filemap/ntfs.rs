@@ -3,7 +3,9 @@
 //! indexes ($I30), read linearly. A volume marked dirty or hibernated by Windows (Fast
 //! Startup) is refused: its on-disk structures are not the truth.
 
-use super::{corrupt, find, same_name, FileMap, Lookup, Run, ScanError};
+use super::{
+    corrupt, find, is_iso_name, same_name, walk_isos, FileMap, Item, Listing, Lookup, Run, ScanError,
+};
 use crate::{le16, le32, le64, ReadAt};
 
 const ROOT: u64 = 5;
@@ -284,9 +286,9 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         }
     }
 
-    /// (name, record) of every entry of a directory: the index root and every index block,
+    /// (name, record, whether its index key says directory) of every entry of a directory: the index root and every index block,
     /// read linearly (a stale entry in an unused block is caught by the caller's check).
-    fn entries(&self, dir: u64) -> Result<Vec<(String, u64)>, ScanError> {
+    fn entries(&self, dir: u64) -> Result<Vec<(String, u64, bool)>, ScanError> {
         let attrs = self.file_attrs(dir)?;
         let mut out = Vec::new();
         for a in attrs.iter().filter(|a| a.named) {
@@ -337,7 +339,9 @@ impl<'a, D: ReadAt + ?Sized> Fs<'a, D> {
         }
         // Windows' Fast Startup leaves the volume hibernated: its data may still be in
         // hiberfil.sys, not where the MFT says.
-        if let Some((_, rec)) = self.entries(ROOT)?.into_iter().find(|(n, _)| same_name(n, "hiberfil.sys")) {
+        if let Some((_, rec, _)) =
+            self.entries(ROOT)?.into_iter().find(|(n, ..)| same_name(n, "hiberfil.sys"))
+        {
             let data = self.file_attrs(rec)?.into_iter().find(|a| a.kind == DATA && !a.named);
             if let Some(Body::NonResident { runs, .. }) = data.map(|a| a.body) {
                 if let Some(at) = self.locate(&runs, 0) {
@@ -362,8 +366,14 @@ fn fn_name(v: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
-/// Index entries from an index header (root or block).
-fn index_entries(h: &[u8], out: &mut Vec<(String, u64)>) {
+/// The file attribute a FILE_NAME (and so an index key) gives a directory.
+const DIRECTORY_ATTR: u32 = 0x1000_0000;
+/// The namespace of a name that only DOS sees (`ARCHLI~1.ISO`), beside the file's long one.
+const DOS_NAMESPACE: u8 = 2;
+
+/// Index entries from an index header (root or block); short DOS names are left out: the
+/// long name beside them names the same file.
+fn index_entries(h: &[u8], out: &mut Vec<(String, u64, bool)>) {
     if h.len() < 16 {
         return;
     }
@@ -375,8 +385,9 @@ fn index_entries(h: &[u8], out: &mut Vec<(String, u64)>) {
         if flags & 2 != 0 || len < 16 {
             break; // the last entry carries no name
         }
-        if key >= 0x42 && at + 16 + key <= end {
-            out.push((fn_name(&h[at + 16..at + 16 + key]), le64(h, at) & 0xFFFF_FFFF_FFFF));
+        if key >= 0x42 && at + 16 + key <= end && h[at + 16 + 0x41] != DOS_NAMESPACE {
+            let name = &h[at + 16..at + 16 + key];
+            out.push((fn_name(name), le64(h, at) & 0xFFFF_FFFF_FFFF, le32(name, 0x38) & DIRECTORY_ATTR != 0));
         }
         at += len;
     }
@@ -387,15 +398,38 @@ pub fn map(dev: &(impl ReadAt + ?Sized), path: &str) -> Result<FileMap, ScanErro
     fs.check_clean()?;
     let file = find(path, ROOT, |&dir, name| {
         let entries = fs.entries(dir)?;
-        for (n, rec) in &entries {
+        for (n, rec, _) in &entries {
             if same_name(n, name) && fs.named_in(*rec, dir, name)? {
                 let is_dir = le16(&fs.record(*rec)?, 0x16) & 2 != 0;
                 return Ok(if is_dir { Lookup::Dir(*rec) } else { Lookup::File(*rec) });
             }
         }
-        Ok(Lookup::Missing(entries.into_iter().map(|(n, _)| n).filter(|n| !n.starts_with('$')).collect()))
+        Ok(Lookup::Missing(entries.into_iter().map(|(n, ..)| n).filter(|n| !n.starts_with('$')).collect()))
     })?;
     data_map(&fs, file)
+}
+
+pub fn isos(dev: &(impl ReadAt + ?Sized)) -> Result<Listing, ScanError> {
+    let fs = Fs::open(dev)?;
+    fs.check_clean()?;
+    walk_isos(ROOT, |&dir| {
+        let mut items = Vec::new();
+        for (name, rec, dir_attr) in fs.entries(dir)? {
+            // Only folders and ISO files are worth their records. The root lists itself as
+            // `.`; a stale entry (in an unused index block) names a record that moved on or
+            // was freed, and loses its entry, not the folder.
+            if rec == dir
+                || !(dir_attr || is_iso_name(&name))
+                || !fs.named_in(rec, dir, &name).unwrap_or(false)
+            {
+                continue;
+            }
+            if let Ok(record) = fs.record(rec) {
+                items.push(Item { name, dir: le16(&record, 0x16) & 2 != 0, node: rec });
+            }
+        }
+        Ok(items)
+    })
 }
 
 /// The unnamed $DATA attribute's runs, in VCN order across the records it spans.
