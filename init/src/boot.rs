@@ -3,13 +3,13 @@
 
 use crate::attach::{self, Attached};
 use crate::blockdev::{BlockDev, Devices};
-use crate::cmdline::{self, Cmdline, Iso, Mode};
+use crate::cmdline::{self, Ask, Cmdline, Iso, Mode};
 use crate::devices::Hardware;
 use crate::dm::{self, Target};
 use crate::liveroot::{self, MountedIso, Upper, MEDIUM, NEWROOT};
 use crate::modules::Modules;
 use crate::mount::{Linux, Sys};
-use crate::{handoff, net, persist, profile, rescue, switchroot, timings, toram};
+use crate::{handoff, net, persist, picker, profile, rescue, switchroot, timings, toram};
 use anyhow::{anyhow, bail, Context, Result};
 use isoroot_profiles::layout::MODULE_LIST;
 use isoroot_profiles::{Profile, Strategy};
@@ -73,9 +73,16 @@ fn with_module_failures(e: anyhow::Error, modules: &Modules) -> anyhow::Error {
     anyhow!("{e:#}\nkernel modules that failed to load:\n  {}", modules.failed.join("\n  "))
 }
 
-/// The kernel command line with its map file applied, and the ISO it names; the console
-/// takes its verbosity from it.
-fn read_cmdline() -> Result<(Cmdline, Iso)> {
+/// What the command line says to boot.
+enum Wanted {
+    Iso(Iso),
+    /// `iso=ask`: the picker asks.
+    Ask(Ask),
+}
+
+/// The kernel command line with its map file applied, and the ISO it names (or `iso=ask`);
+/// the console takes its verbosity from it.
+fn read_cmdline() -> Result<(Cmdline, Wanted)> {
     let raw = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let mut cmdline = cmdline::parse(raw.trim_end())
         .map_err(|e| anyhow!("{e}\nthe command line was: {}", raw.trim_end()))?;
@@ -91,15 +98,19 @@ fn read_cmdline() -> Result<(Cmdline, Iso)> {
     for note in &cmdline.notes {
         crate::info!("{note}");
     }
+    if let Some(ask) = cmdline.ask.clone() {
+        return Ok((cmdline, Wanted::Ask(ask)));
+    }
     let Some(iso) = cmdline.iso.clone() else {
         bail!(
             "no ISO named on the kernel command line: expected iso=[SOURCE:]/PATH or iso=http(s)://… or \
-             iso=nbd://… (or findiso=, iso-scan/filename=, img_dev=+img_loop=, isofrom_device=+isofrom_system=)\n\
+             iso=nbd://…, or iso=ask for a menu of the ISOs on every disk (or findiso=, iso-scan/filename=, \
+             img_dev=+img_loop=, isofrom_device=+isofrom_system=)\n\
              the command line was: {}",
             raw.trim_end()
         );
     };
-    Ok((cmdline, iso))
+    Ok((cmdline, Wanted::Iso(iso)))
 }
 
 /// The ISO as a block device, from a disk or a server, copied to RAM when asked.
@@ -165,7 +176,7 @@ fn upper(sys: &mut dyn Sys, cmdline: &Cmdline, attached: &Attached, hw: &mut Har
 /// `newroot` (or decide to hand off).
 fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> {
     timings::restart();
-    let (cmdline, iso) = read_cmdline()?;
+    let (cmdline, wanted) = read_cmdline()?;
     let profiles = profile::load()?;
     timings::mark("setup");
 
@@ -174,6 +185,15 @@ fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> 
     // Filesystem and device-mapper modules load while the storage drivers find the disk.
     let loading = Some(modules.load_list_in_background(Path::new(MODULE_LIST)));
     let mut hw = Hardware { modules, devices: Devices::default(), loading };
+    let iso = match wanted {
+        Wanted::Iso(iso) => iso,
+        Wanted::Ask(ask) => {
+            let loc = picker::pick(&cmdline, &ask, &profiles, &mut hw)?;
+            // Includes the time the person took to choose.
+            timings::mark("picker");
+            Iso::File(loc)
+        }
+    };
     let attached = attach_iso(sys, &cmdline, &iso, &mut hw)?;
     let name = iso.to_string();
     timings::mark("attach");

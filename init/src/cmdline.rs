@@ -37,6 +37,17 @@ impl std::fmt::Display for Iso {
     }
 }
 
+/// `iso=ask`: isoroot's own menu of the ISOs on every disk, and the keys that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    /// `iso.ask.timeout=S`: the first ISO that can boot boots after S seconds without a
+    /// key; 0 waits for one.
+    pub timeout: Option<Duration>,
+    /// `iso.kernel=host`: boot the choice with this kernel (switch root), not with the
+    /// ISO's own kernel through kexec.
+    pub host_kernel: bool,
+}
+
 /// `iso.persist=` and the keys that go with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Persist {
@@ -50,6 +61,8 @@ pub struct Persist {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmdline {
     pub iso: Option<Iso>,
+    /// `iso=ask`: no ISO named; the picker asks.
+    pub ask: Option<Ask>,
     /// `iso.insecure`: plain HTTP without `iso.sha256=`.
     pub insecure: bool,
     pub extents: Option<Vec<Extent>>,
@@ -101,8 +114,11 @@ const KEYS: &[&str] = &[
     "iso.debug",
     "iso.rescue",
     "iso.insecure",
+    "iso.ask.timeout",
+    "iso.kernel",
 ];
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Splits like the kernel's `next_arg()`: white space separates, double quotes group and are
 /// removed. Unlike the kernel, an unterminated quote is an error, not the rest of the line.
@@ -161,6 +177,36 @@ fn persist(c: &Cmdline) -> Result<Option<Persist>, CmdlineError> {
     }))
 }
 
+/// The picker's keys, when the last `iso=` is `ask`.
+fn ask(c: &Cmdline) -> Result<Option<Ask>, CmdlineError> {
+    if c.iso.is_some() || c.get("iso") != Some("ask") {
+        return Ok(None);
+    }
+    if let Some(key) =
+        ["iso.extents", "iso.fingerprint", "iso.sha256", "iso.map"].into_iter().find(|k| c.has(k))
+    {
+        return Err(bad(
+            key,
+            "no value with iso=ask: it describes one named ISO, and the menu has not chosen one",
+            "",
+        ));
+    }
+    let timeout = match c.get("iso.ask.timeout") {
+        None => Some(DEFAULT_ASK_TIMEOUT),
+        Some(v) => match seconds("iso.ask.timeout", v)? {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
+    };
+    // apply_iso_key checked the value.
+    Ok(Some(Ask { timeout, host_kernel: c.get("iso.kernel") == Some("host") }))
+}
+
+/// Whole seconds up to an hour.
+fn seconds(key: &str, v: &str) -> Result<u64, CmdlineError> {
+    v.parse().ok().filter(|s| *s <= 3600).ok_or_else(|| bad(key, "whole seconds from 0 to 3600", v))
+}
+
 fn location(key: &str, v: &str) -> Result<Location, CmdlineError> {
     parse_location(v).ok_or_else(|| bad(key, LOCATION_EXPECTED, v))
 }
@@ -210,6 +256,7 @@ impl Cmdline {
 pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
     let mut c = Cmdline {
         iso: None,
+        ask: None,
         insecure: false,
         extents: None,
         map: None,
@@ -251,7 +298,8 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
         }
         c.params.push((key, value));
     }
-    if c.iso.is_none() {
+    c.ask = ask(&c)?;
+    if c.iso.is_none() && c.ask.is_none() {
         apply_compat(&mut c)?;
     }
     c.persist = persist(&c)?;
@@ -328,6 +376,7 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
                             name or an IPv4 address";
             c.iso = Some(Iso::Remote(Url::parse(v).ok_or_else(|| bad(key, expected, v))?));
         }
+        "iso" if v == "ask" => c.iso = None,
         "iso" => c.iso = Some(Iso::File(location(key, v)?)),
         "iso.extents" => c.extents = Some(extents(key, v)?),
         // Checked here, kept in `params`: [`persist`] gathers them once all are read.
@@ -357,13 +406,13 @@ fn apply_iso_key(c: &mut Cmdline, key: &str, value: Option<&str>) -> Result<(), 
             }
             c.overlay_size = Some(v.into());
         }
-        "iso.timeout" => {
-            let secs: u64 = v
-                .parse()
-                .ok()
-                .filter(|s| *s <= 3600)
-                .ok_or_else(|| bad(key, "whole seconds from 0 to 3600", v))?;
-            c.timeout = Duration::from_secs(secs);
+        "iso.timeout" => c.timeout = Duration::from_secs(seconds(key, v)?),
+        // Checked here, kept in `params`: [`ask`] reads them once all are read.
+        "iso.ask.timeout" => drop(seconds(key, v)?),
+        "iso.kernel" => {
+            if !matches!(v, "iso" | "host") {
+                return Err(bad(key, "iso or host", v));
+            }
         }
         "iso.attach" => {
             c.attach = Some(match v {
@@ -594,6 +643,24 @@ mod tests {
         assert_eq!(c.iso, loc(None, "/b.iso"));
         assert!(matches!(parse("img_dev=sdb1 img_loop=/a.iso"), Err(CmdlineError::BadValue { .. })));
         assert!(matches!(parse("findiso=/../a.iso"), Err(CmdlineError::BadValue { .. })));
+    }
+
+    #[test]
+    fn iso_ask_starts_the_picker_with_its_keys() {
+        let c = parse("iso=ask").unwrap();
+        assert_eq!(c.iso, None);
+        assert_eq!(c.ask, Some(Ask { timeout: Some(Duration::from_secs(30)), host_kernel: false }));
+        let c = parse("iso=ask iso.ask.timeout=0 iso.kernel=host").unwrap();
+        assert_eq!(c.ask, Some(Ask { timeout: None, host_kernel: true }));
+        // The last iso= wins either way, and a compatibility spelling does not override ask.
+        assert_eq!(parse("iso=ask iso=/a.iso").unwrap().ask, None);
+        assert_eq!(parse("iso=/a.iso iso=ask").unwrap().iso, None);
+        assert_eq!(parse("findiso=/a.iso iso=ask").unwrap().iso, None);
+        assert!(matches!(parse("iso=ask iso.kernel=own"), Err(CmdlineError::BadValue { .. })));
+        assert!(matches!(parse("iso=ask iso.ask.timeout=soon"), Err(CmdlineError::BadValue { .. })));
+        // Keys that describe one named ISO have nothing to describe yet.
+        let e = parse("iso=ask iso.extents=1+2").unwrap_err().to_string();
+        assert!(e.contains("bad value for iso.extents: expected no value with iso=ask"), "{e}");
     }
 
     #[test]

@@ -275,7 +275,8 @@ function isoroot_entries {{
 
 # Calls isoroot_entries for every ISO in path order ($1 is passed on): GRUB lists a folder
 # in the filesystem's order, so each turn takes the smallest path after the last one.
-# Hidden folders, trash and Windows' recycle bin are left out.
+# Hidden folders, NTFS's own and Windows' recycle bin ($…) and System Volume Information are
+# left out, as isoroot's own menu leaves them out (isoroot_fs::filemap::skipped).
 function isoroot_each {{
   set isoroot_last=
   while true; do
@@ -283,7 +284,7 @@ function isoroot_each {{
     for f in {globs}; do
       if [ -f "$f" ]; then
         set isoroot_skip=
-        if regexp '/\.|/\$RECYCLE\.BIN/|/System Volume Information/' "$f"; then set isoroot_skip=1; fi
+        if regexp '/\.|/\$|/System Volume Information/' "$f"; then set isoroot_skip=1; fi
         if [ -z "$isoroot_skip" ]; then
           if [ -z "$isoroot_last" -o "$f" ">" "$isoroot_last" ]; then
             if [ -z "$isoroot_next" -o "$f" "<" "$isoroot_next" ]; then set isoroot_next="$f"; fi
@@ -305,6 +306,14 @@ else
   if [ -z "$isoroot_any" ]; then
     menuentry "isoroot: no ISO file on the data partition yet: copy ISO files onto it" {{ sleep --verbose --interruptible 60; }}
   fi
+fi
+# isoroot's own menu, from this stick's kernel: every ISO on every disk it can read.
+menuentry "Pick an ISO on any disk (isoroot's own menu)" {{
+  echo "Loading this stick's kernel for isoroot's menu"
+  linux ($isoroot_esp){HOST_KERNEL} iso=ask $isoroot_append
+  initrd ($isoroot_esp){HOST_INITRD}
+}}
+if [ -n "$isoroot_data" ]; then
   submenu "More: each ISO with this stick's kernel (isoroot standalone)" {{ isoroot_each host; }}
   submenu "More: each ISO with its own boot menu (loopback.cfg)" {{ isoroot_each own; }}
 fi

@@ -3,7 +3,7 @@
 use crate::cpio::Archive;
 use crate::kmods;
 use anyhow::{bail, Context, Result};
-use isoroot_profiles::layout::{MODULE_LIST, PROFILE_DIR};
+use isoroot_profiles::layout::{ADDON, MODULE_LIST, PROFILE_DIR};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +28,8 @@ pub struct Options {
     pub add_modules: Vec<String>,
     /// NIC drivers and nbd, for `iso=http://…` and `iso=nbd://…`.
     pub network: bool,
+    /// A `--no-modules` archive carried at [`ADDON`] for the boot-time picker's kexec.
+    pub addon: Option<PathBuf>,
 }
 
 /// Where the isoroot-init binary is looked for when `--init` is not given: beside this
@@ -170,6 +172,9 @@ pub fn build(o: &Options) -> Result<()> {
             0o644,
         );
         add_modules(&mut a, o)?;
+    }
+    if let Some(addon) = &o.addon {
+        a.file(ADDON.trim_start_matches('/'), read(addon)?, 0o644);
     }
     if let Some(sh) = &o.rescue_shell {
         add_shell(&mut a, sh)?;

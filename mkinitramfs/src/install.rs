@@ -543,7 +543,8 @@ impl Esp {
         grub_modules(GRUB_BIOS, &tree, "i386-pc")?;
         std::fs::copy(&o.kernel, in_esp(HOST_KERNEL))
             .with_context(|| format!("copying {}", o.kernel.display()))?;
-        for (out, no_modules) in [(HOST_INITRD, false), (ADDON, true)] {
+        // The addon first: the standalone initramfs carries it for the picker (iso=ask).
+        for (out, no_modules) in [(ADDON, true), (HOST_INITRD, false)] {
             initramfs::build(&initramfs::Options {
                 out: in_esp(out),
                 kver: o.kver.clone(),
@@ -555,6 +556,7 @@ impl Esp {
                 profiles: o.profiles.clone(),
                 add_modules: vec![],
                 network: false,
+                addon: (!no_modules).then(|| in_esp(ADDON)),
             })?;
         }
         Ok(Esp { tree, core, serial })

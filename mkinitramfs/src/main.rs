@@ -77,6 +77,11 @@ struct MkinitramfsArgs {
     /// Add NIC drivers and nbd, for iso=http(s)://… and iso=nbd://… (network boot).
     #[arg(long)]
     network: bool,
+    /// Carry this `--no-modules` archive, for the boot-time picker (`iso=ask`): it boots a
+    /// chosen ISO's own kernel with the ISO's initrd and this archive (`isoroot install`
+    /// puts the ESP's addon here).
+    #[arg(long, value_name = "FILE")]
+    addon: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -250,6 +255,7 @@ impl MkinitramfsArgs {
             profiles: self.profiles,
             add_modules: self.add_modules,
             network: self.network,
+            addon: self.addon,
         })
     }
 }

@@ -37,9 +37,9 @@ pub struct Case {
     /// A second boot on the same disks, made writable copies for the case, then a check of
     /// the disks on the host.
     pub then: Option<Then>,
-    /// While booting: when the console shows the text, wait, then give the monitor these
-    /// commands (a key press, a disk plugged in late).
-    pub during: Option<During>,
+    /// While booting, in order: when the console shows a step's text, wait, then give the
+    /// monitor its commands or type its keys (a key press, a disk plugged in late, a menu).
+    pub during: Vec<During>,
     pub memory_mb: u32,
     /// The disks' sector size: 512, or 4096 for 4Kn disks.
     pub sector: u32,
@@ -69,6 +69,15 @@ pub enum Action {
     Type(&'static str),
 }
 
+/// Keys typed in isoroot's own menu (`iso=ask`) once it shows.
+pub fn picker_keys(keys: &'static str) -> During {
+    During {
+        when: "isoroot: pick an ISO to boot",
+        after: Duration::from_secs(1),
+        actions: vec![Action::Type(keys)],
+    }
+}
+
 pub struct Then {
     pub append: String,
     pub expect: Expect,
@@ -85,7 +94,7 @@ impl Case {
             initrd: "plain",
             expect,
             then: None,
-            during: None,
+            during: vec![],
             memory_mb: 512,
             sector: 512,
             firmware: None,
@@ -539,11 +548,11 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             ]),
         ),
         Case {
-            during: Some(During {
+            during: vec![During {
                 when: "waiting up to 30 s for the block device",
                 after: Duration::from_secs(4),
                 actions: plug_in_late(),
-            }),
+            }],
             ..case(
                 "the boot device appears 5 s late (hot-plugged)",
                 &[],
@@ -555,11 +564,11 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         // `exit` in the shell retries the boot, which now succeeds.
         Case {
             initrd: "rescue",
-            during: Some(During {
+            during: vec![During {
                 when: "type `exit` to retry the boot",
                 after: Duration::from_secs(1),
                 actions: plug_in_late().into_iter().chain([Action::Type("exit\n")]).collect(),
-            }),
+            }],
             ..case(
                 "`exit` in the rescue shell retries the boot",
                 &[],
@@ -568,16 +577,43 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             )
         },
         Case {
-            during: Some(During {
+            during: vec![During {
                 when: "waiting up to 30 s for the block device",
                 after: Duration::from_secs(1),
                 actions: vec![Action::Monitor("sendkey ctrl-alt-delete".into())],
-            }),
+            }],
             ..case(
                 "Ctrl-Alt-Del during the device wait reboots cleanly",
                 &[],
                 format!("iso=UUID={EXT4_UUID}:/isos/debian-live.iso"),
                 Expect::Exits(vec!["Ctrl-Alt-Del: rebooting".into(), "reboot: Restarting system".into()]),
+            )
+        },
+        // isoroot's own menu reads the four sticks' data partitions itself (exFAT, ext4,
+        // FAT32, NTFS: three ISOs each, in device then path order) and boots the tenth,
+        // the NTFS stick's first, with this kernel.
+        Case {
+            during: vec![picker_keys("10\r")],
+            ..case(
+                "iso=ask: isoroot's menu lists the ISOs of four sticks (exFAT, ext4, FAT32, NTFS), the tenth by number boots with this kernel",
+                &["stick-exfat", "stick-ext4", "stick-fat32", "stick-ntfs"],
+                "iso=ask iso.kernel=host".into(),
+                and(
+                    via(debian(), &scan("ntfs")),
+                    &[
+                        " 1) ",
+                        "12) ",
+                        "/dev/vda3 exfat",
+                        "/dev/vdb3 ext4",
+                        "/dev/vdc3 vfat",
+                        "/dev/vdd3 ntfs",
+                        "[archiso, ",
+                        "chosen: ",
+                        ":/Linux ISOs/débian live.iso on /dev/vdd3 ",
+                    ],
+                    // Twelve rows, each ISO once; the host kernel as asked.
+                    &["13) ", "starting the ISO's own kernel"],
+                ),
             )
         },
         case(
@@ -793,13 +829,13 @@ fn run_one(f: &Fixtures, case: &Case, accel: Accel, echo: bool) -> Result<(), St
             writes: if case.then.is_some() { Writes::Kept } else { Writes::Watched },
             accel,
             echo,
-            monitor: case.during.as_ref().map(|_| monitor_socket(&slug)),
+            monitor: (!case.during.is_empty()).then(|| monitor_socket(&slug)),
             memory_mb: case.memory_mb,
             sector: case.sector,
             nic: Nic::None,
         };
         let mut vm = Vm::start(&spec).map_err(|e| format!("{e:#}"))?;
-        if let Some(d) = &case.during {
+        for d in &case.during {
             if let Err(e) = vm.wait_for_any(&[d.when], BOOT_TIMEOUT) {
                 vm.save(&log);
                 return Err(format!("waiting for {:?}: {e}\n  console: {}", d.when, log.display()));

@@ -2,7 +2,8 @@
 //! boots, and the command line spellings of other tools.
 
 use crate::cases::{
-    and, failure, marker, marker_line, scan, via, Action, Case, During, Expect, Firmware, HINTS, LOOP,
+    and, failure, marker, marker_line, picker_keys, scan, via, Action, Case, During, Expect, Firmware, HINTS,
+    LOOP,
 };
 use crate::distros::NIXOS_INIT;
 use crate::fixtures::{
@@ -29,6 +30,11 @@ fn combined(
     }
 }
 
+/// Keys typed in GRUB's menu once it shows.
+fn grub_keys(keys: &'static str) -> During {
+    During { when: "GNU GRUB", after: Duration::from_secs(1), actions: vec![Action::Type(keys)] }
+}
+
 /// A boot through a boot loader on a disk `isoroot menu` made entries for.
 fn loader(
     name: &'static str,
@@ -37,11 +43,7 @@ fn loader(
     keys: Option<&'static str>,
     expect: Expect,
 ) -> Case {
-    let during = keys.map(|k| During {
-        when: "GNU GRUB",
-        after: Duration::from_secs(1),
-        actions: vec![Action::Type(k)],
-    });
+    let during = keys.map(grub_keys).into_iter().collect();
     Case { firmware: Some(firmware), during, ..Case::new(name, &[disk], String::new(), expect) }
 }
 
@@ -106,13 +108,32 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
             "isoroot install, exFAT: the submenu's first entry, with the stick's kernel (isoroot standalone)",
             "stick-exfat",
             Firmware::Bios,
-            Some("vvv\r\r"),
+            Some("vvvv\r\r"),
             and(
                 via(debian(), &scan("exfat")),
                 &["BOOT_IMAGE=(hd0,gpt2)/isoroot/vmlinuz ", ":/Linux ISOs/débian live.iso on /dev/vda3 "],
                 &["rdinit=/isoroot/init"],
             ),
         ),
+        // GRUB's fourth entry starts isoroot's own menu from the stick's kernel; its third
+        // ISO boots with its own kernel, its initrd and the addon the stick's initramfs
+        // carries, through kexec.
+        Case {
+            during: vec![grub_keys("vvv\r"), picker_keys("3\r")],
+            memory_mb: 1024,
+            ..loader(
+                "isoroot install, exFAT: GRUB's 'Pick an ISO' entry, isoroot's menu boots the third ISO with its own kernel (kexec)",
+                "stick-exfat",
+                Firmware::Uefi,
+                None,
+                and(
+                    stick(marker("fedora-liveos", "/run/initramfs/live", "fedora", "fedora"), "exfat", "/more/fedora.iso"),
+                    // The kernel says the last before it jumps into the one loaded.
+                    &["iso=ask", "chosen: ", "starting the ISO's own kernel /", "Starting new kernel"],
+                    &["the ISO's own kernel cannot be started"],
+                ),
+            )
+        },
         loader(
             "isoroot install --secure-boot, ext4: shim and Debian's signed GRUB boot the first ISO's signed kernel, Secure Boot on",
             "stick-secure-boot",
