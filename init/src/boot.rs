@@ -176,7 +176,7 @@ fn upper(sys: &mut dyn Sys, cmdline: &Cmdline, attached: &Attached, hw: &mut Har
 /// `newroot` (or decide to hand off).
 fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> {
     timings::restart();
-    let (cmdline, wanted) = read_cmdline()?;
+    let (mut cmdline, wanted) = read_cmdline()?;
     let profiles = profile::load()?;
     timings::mark("setup");
 
@@ -188,10 +188,11 @@ fn assemble(sys: &mut dyn Sys, newroot: &Path, role: Role) -> Result<Assembled> 
     let iso = match wanted {
         Wanted::Iso(iso) => iso,
         Wanted::Ask(ask) => {
-            let loc = picker::pick(&cmdline, &ask, &profiles, &mut hw)?;
+            let choice = picker::pick(&cmdline, &ask, &profiles, &mut hw)?;
             // Includes the time the person took to choose.
             timings::mark("picker");
-            Iso::File(loc)
+            cmdline.init = cmdline.init.take().or(choice.init);
+            Iso::File(choice.loc)
         }
     };
     let attached = attach_iso(sys, &cmdline, &iso, &mut hw)?;

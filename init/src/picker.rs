@@ -15,7 +15,8 @@ use isoroot_fs::iso9660::{IsoFs, Node};
 use isoroot_fs::location::{word, Location, Source};
 use isoroot_fs::superblock::FsKind;
 use isoroot_fs::ReadAt;
-use isoroot_profiles::iso::{matching, IsoFiles};
+use isoroot_profiles::bootcfg::{merged_args, ISO_FROM_FILE};
+use isoroot_profiles::iso::{boot_files, own_entries, own_init, BootFiles, IsoFiles};
 use isoroot_profiles::layout::ADDON;
 use isoroot_profiles::{Match, Profile};
 use nix::sys::termios::{self, InputFlags, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
@@ -38,10 +39,19 @@ const MAX_KERNEL: u64 = 256 << 20;
 /// How an ISO in the menu boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Boot {
-    /// The ISO's own kernel and initrd (paths in the ISO), when the profile finds them.
-    pub own: Option<(String, String)>,
+    /// The ISO's own kernel and initrds, from the profile's patterns or the ISO's own menu.
+    pub own: Option<BootFiles>,
     /// The profile's kernel command line tokens.
     pub tokens: String,
+    /// `init=` from the ISO's own menu, for a profile that names no init (NixOS).
+    pub init: Option<String>,
+}
+
+/// What the menu chose, for this kernel to boot.
+pub struct Choice {
+    /// By the device chosen, not its UUID: a copied stick has the same one.
+    pub loc: Location,
+    pub init: Option<String>,
 }
 
 /// One ISO file in the menu.
@@ -116,12 +126,13 @@ fn entry(file: &File, dev: &BlockDev, kind: FsKind, path: &str, profiles: &[Prof
         Ok(match isoroot_profiles::find(profiles, &files).map_err(|e| anyhow!(e))? {
             Match::Found(p, _) => {
                 e.profile = Some(p.name.clone());
-                if p.init.is_none() {
-                    Err("this distro names its init in its own boot menu: boot it from its own menu".into())
+                let menu = own_entries(iso);
+                let init = if p.init.is_none() { own_init(&menu) } else { None };
+                if p.init.is_none() && init.is_none() {
+                    Err("this distro names its init in its own boot menu, and the ISO's menu names none"
+                        .into())
                 } else {
-                    let (kernel, initrd) = (matching(&files, &p.kernel), matching(&files, &p.initrd));
-                    let own = kernel.into_iter().next().zip(initrd.into_iter().next());
-                    Ok(Boot { own, tokens: p.cmdline.clone() })
+                    Ok(Boot { own: boot_files(&files, p, &menu), tokens: p.cmdline.clone(), init })
                 }
             }
             Match::Unsupported(p) => {
@@ -529,7 +540,8 @@ fn own_cmdline(c: &Cmdline, loc: &Location, tokens: &str) -> String {
     let mut words: Vec<String> = tokens.split_whitespace().map(String::from).collect();
     words.push("rdinit=/isoroot/init".into());
     words.push(word("iso", &loc.to_string()));
-    for (k, v) in c.params.iter().filter(|(k, _)| !NOT_PASSED.contains(&k.as_str())) {
+    let passed = |k: &str| !NOT_PASSED.contains(&k) && !ISO_FROM_FILE.contains(&k);
+    for (k, v) in c.params.iter().filter(|(k, _)| passed(k)) {
         words.push(match v {
             Some(v) => word(k, v),
             None if k.contains(char::is_whitespace) => format!("\"{k}\""),
@@ -539,22 +551,10 @@ fn own_cmdline(c: &Cmdline, loc: &Location, tokens: &str) -> String {
     words.join(" ")
 }
 
-/// Words of this boot that the ISO's own kernel does not get: the picker's, the files this
-/// boot loaded, and other tools' names for an ISO, which the distro's initrd would follow.
-const NOT_PASSED: &[&str] = &[
-    "iso",
-    "iso.ask.timeout",
-    "iso.kernel",
-    "BOOT_IMAGE",
-    "initrd",
-    "rdinit",
-    "findiso",
-    "iso-scan/filename",
-    "img_dev",
-    "img_loop",
-    "isofrom_device",
-    "isofrom_system",
-];
+/// Words of this boot that the ISO's own kernel does not get: the picker's and the files
+/// this boot loaded; other tools' names for an ISO ([`ISO_FROM_FILE`]), which the distro's
+/// initrd would follow, neither.
+const NOT_PASSED: &[&str] = &["iso", "iso.ask.timeout", "iso.kernel", "BOOT_IMAGE", "initrd", "rdinit"];
 
 /// The longest kernel command line on x86, with its NUL.
 const MAX_CMDLINE: usize = 2048;
@@ -577,7 +577,7 @@ fn copy_out(src: &impl ReadAt, node: &Node, to: &mut File) -> Result<u64> {
 }
 
 /// Boots the ISO's own kernel with its initrd and isoroot's addon; returns only why not.
-fn kexec_own(c: &Cmdline, e: &Entry, kernel: &str, initrd: &str, tokens: &str) -> Result<Infallible> {
+fn kexec_own(c: &Cmdline, e: &Entry, files: &BootFiles, tokens: &str) -> Result<Infallible> {
     if e.loc.path.contains('"') {
         bail!("its path holds a double quote, which no kernel command line can carry");
     }
@@ -596,29 +596,37 @@ fn kexec_own(c: &Cmdline, e: &Entry, kernel: &str, initrd: &str, tokens: &str) -
     })?;
     let dev = File::open(&e.dev).with_context(|| format!("opening {}", e.dev))?;
     let (mut k, mut i) = (kexec::memory_file("kernel")?, kexec::memory_file("initrd")?);
+    let (kernel, initrds) = (&files.kernel, &files.initrds);
     with_iso(&dev, e.kind, &e.loc.path, |iso, file| {
         let find = |p: &str| iso.lookup(p)?.ok_or_else(|| anyhow!("{p} is not in the ISO"));
-        let (kn, inode) = (find(kernel)?, find(initrd)?);
-        let sizes = [&kn, &inode].map(|n| n.extents.iter().map(|x| x.1).sum::<u64>());
-        if sizes[0] > MAX_KERNEL {
-            bail!("{kernel} has {} bytes: not a kernel", sizes[0]);
+        let size = |n: &Node| n.extents.iter().map(|x| x.1).sum::<u64>();
+        let kn = find(kernel)?;
+        let inodes = initrds.iter().map(|p| find(p)).collect::<Result<Vec<_>>>()?;
+        if size(&kn) > MAX_KERNEL {
+            bail!("{kernel} has {} bytes: not a kernel", size(&kn));
         }
-        let need = sizes[0] + sizes[1] + addon.len() as u64;
+        let need = inodes.iter().map(size).fold(size(&kn) + addon.len() as u64, u64::saturating_add);
         if let Some(free) = meminfo::read("MemAvailable").filter(|&f| f < need.saturating_mul(2)) {
             bail!(
-                "{kernel} and {initrd} take {}, and only {} of RAM is free",
+                "its kernel and initrds take {}, and only {} of RAM is free",
                 human_size(need),
                 human_size(free)
             );
         }
         copy_out(file, &kn, &mut k).with_context(|| format!("reading {kernel}"))?;
-        let n = copy_out(file, &inode, &mut i).with_context(|| format!("reading {initrd}"))?;
-        // The kernel unpacks archives one after the other, each starting 4-byte aligned.
-        i.write_all(&vec![0u8; ((4 - n % 4) % 4) as usize])?;
+        for (node, path) in inodes.iter().zip(initrds) {
+            let n = copy_out(file, node, &mut i).with_context(|| format!("reading {path}"))?;
+            // The kernel unpacks archives one after the other, each starting 4-byte aligned.
+            i.write_all(&vec![0u8; ((4 - n % 4) % 4) as usize])?;
+        }
         i.write_all(&addon)?;
         Ok(())
     })?;
-    crate::info!("starting the ISO's own kernel {kernel} with {initrd} and isoroot's addon (kexec)");
+    crate::info!(
+        "starting the ISO's own kernel {kernel} with {} and isoroot's addon (kexec; from {})",
+        initrds.join(" + "),
+        files.from
+    );
     crate::info!("its command line: {line}");
     kexec::load(&k, &i, &line)?;
     Err(kexec::reboot_into())
@@ -626,7 +634,7 @@ fn kexec_own(c: &Cmdline, e: &Entry, kernel: &str, initrd: &str, tokens: &str) -
 
 /// `iso=ask`: lists the ISOs, lets the person at the console choose, and boots the choice
 /// with its own kernel when it can; otherwise returns it for this kernel to boot.
-pub fn pick(c: &Cmdline, ask: &Ask, profiles: &[Profile], hw: &mut Hardware) -> Result<Location> {
+pub fn pick(c: &Cmdline, ask: &Ask, profiles: &[Profile], hw: &mut Hardware) -> Result<Choice> {
     settle(hw, c.timeout);
     let (entries, notes) = scan(&hw.devices, profiles);
     if entries.is_empty() {
@@ -650,16 +658,19 @@ pub fn pick(c: &Cmdline, ask: &Ask, profiles: &[Profile], hw: &mut Hardware) -> 
     };
     let e = &entries[ask_user(&entries, &notes, first, ask.timeout)];
     crate::info!("chosen: {} ({} on {})", shown(&e.title), shown(&e.loc.to_string()), e.dev);
-    if let Ok(Boot { own: Some((kernel, initrd)), tokens }) = &e.boot {
+    let init = e.boot.as_ref().ok().and_then(|b| b.init.clone());
+    if let Ok(Boot { own: Some(files), tokens, .. }) = &e.boot {
         if !ask.host_kernel {
-            let Err(why) = kexec_own(c, e, kernel, initrd, tokens);
+            let mut tokens = merged_args(tokens, &files.args);
+            tokens.extend(init.clone().filter(|i| !tokens.contains(i)));
+            let Err(why) = kexec_own(c, e, files, &tokens.join(" "));
             crate::warn!(
                 "the ISO's own kernel cannot be started: {why:#}\nbooting it with this kernel instead"
             );
         }
     }
-    // By the device chosen, not its UUID: a copied stick has the same one.
-    Ok(Location { source: Some(Source::Dev(e.dev.clone())), path: e.loc.path.clone() })
+    let loc = Location { source: Some(Source::Dev(e.dev.clone())), path: e.loc.path.clone() };
+    Ok(Choice { loc, init })
 }
 
 #[cfg(test)]
@@ -674,7 +685,11 @@ mod tests {
             title: title.into(),
             size: 1 << 30,
             profile: Some("debian-live".into()),
-            boot: if boot { Ok(Boot { own: None, tokens: String::new() }) } else { Err("why".into()) },
+            boot: if boot {
+                Ok(Boot { own: None, tokens: String::new(), init: None })
+            } else {
+                Err("why".into())
+            },
         }
     }
 

@@ -5,7 +5,8 @@
 //! ([`isoroot_profiles::find`]); the entries boot the combined way (the ISO's kernel and
 //! initrd, isoroot's addon, no extent hints: isoroot scans the data partition at boot).
 
-use crate::menu::{gq, one_line};
+use crate::inspect::one_line;
+use crate::menu::gq;
 use isoroot_profiles::{chain, Profile, Select};
 use std::fmt::Write;
 

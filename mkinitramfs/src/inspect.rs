@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use isoroot_fs::iso9660::{IsoFs, Names};
 use isoroot_fs::squashfs::Squashfs;
 use isoroot_fs::{ReadAt, Window};
-use isoroot_profiles::iso::{matching, IsoFiles};
+use isoroot_profiles::bootcfg::OwnEntry;
+use isoroot_profiles::iso::{matching, own_entries, IsoFiles};
 use isoroot_profiles::{Match, Profile};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub struct Report {
     pub root_format: Option<String>,
     /// Command line tokens a boot entry for this ISO carries.
     pub cmdline: Option<String>,
+    /// The entries of the ISO's own boot menus (GRUB, isolinux, systemd-boot).
+    pub own_menu: Vec<OwnEntry>,
     /// What could not be read, and why.
     pub notes: Vec<String>,
 }
@@ -113,6 +116,7 @@ pub fn inspect(path: &Path, profiles: &[Profile]) -> Result<Report> {
         names: iso.names.name(),
         ..Report::default()
     };
+    r.own_menu = own_entries(&iso);
     if iso.names == Names::Iso9660 {
         r.notes
             .push("no Rock Ridge or Joliet names: plain ISO 9660 names, compared case-insensitively".into());
@@ -167,9 +171,33 @@ impl Report {
             ("root", format!("{} ({})", list(&self.root_images), opt(&self.root_format))),
             ("cmdline", opt(&self.cmdline)),
         ]);
+        for e in &self.own_menu {
+            let initrds =
+                if e.initrds.is_empty() { String::new() } else { format!(" + {}", e.initrds.join(" + ")) };
+            rows.push((
+                "own menu",
+                format!("{} ({}): {}{initrds} {}", e.title, e.from, e.kernel, e.args.join(" ")),
+            ));
+        }
         rows.extend(self.notes.iter().map(|n| ("note", n.clone())));
-        rows.iter().map(|(k, v)| format!("{:<9} {v}\n", format!("{k}:"))).collect()
+        rows.iter().map(|(k, v)| format!("{:<9} {}\n", format!("{k}:"), one_line(v, 300))).collect()
     }
+}
+
+/// `text` on one line of at most `max` characters: a control character would end the line
+/// there and let the text start a command of its own, so each becomes a space; white space
+/// folds to one space.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().map(|c| if c.is_control() || c.is_whitespace() { ' ' } else { c }) {
+        if out.chars().count() == max {
+            break;
+        }
+        if c != ' ' || !(out.is_empty() || out.ends_with(' ')) {
+            out.push(c);
+        }
+    }
+    out.trim_end().to_string()
 }
 
 /// The built-in profiles, overridden or extended by YAML files.

@@ -5,11 +5,13 @@
 //! Type #1 entries get copies of the kernel and initrd in the ESP, deduplicated by content.
 
 use crate::extents;
-use crate::inspect::{self, Report};
+use crate::inspect::{self, one_line, Report};
 use anyhow::{bail, Context, Result};
 use isoroot_fs::extents::hex;
 use isoroot_fs::iso9660::IsoFs;
 use isoroot_fs::location::{word, Location, Source};
+use isoroot_profiles::bootcfg::merged_args;
+use isoroot_profiles::iso::own_init;
 use isoroot_profiles::Profile;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
@@ -17,9 +19,6 @@ use std::path::{Path, PathBuf};
 
 /// Kernels and initrds larger than this are not ISO boot files.
 const MAX_BOOT_FILE: u64 = 1 << 30;
-/// The ISO's own boot configurations, where NixOS names its generation's init.
-const OWN_CONFIGS: &[&str] =
-    &["/boot/grub/loopback.cfg", "/boot/grub/grub.cfg", "/EFI/boot/grub.cfg", "/isolinux/isolinux.cfg"];
 const OWN_LOOPBACK: &str = "/boot/grub/loopback.cfg";
 
 pub struct Options {
@@ -71,41 +70,10 @@ fn sha256_hex(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// `init=` from the ISO's own boot configuration (NixOS names its generation there).
-fn own_init(iso: &IsoFs<'_, std::fs::File>) -> Option<String> {
-    OWN_CONFIGS.iter().find_map(|p| {
-        let node = iso.lookup(p).ok()??;
-        let text = String::from_utf8_lossy(&iso.read_file(&node, 1 << 20).ok()?).into_owned();
-        // Printable ASCII without quotes or backslashes: the word goes into every boot loader's
-        // file as it is, and the kernel's own quoting would join it to the words after it.
-        text.split_whitespace()
-            .find(|w| {
-                w.starts_with("init=/") && w.bytes().all(|b| b.is_ascii_graphic() && !b"\"\\'".contains(&b))
-            })
-            .map(String::from)
-    })
-}
-
 /// Text from an ISO (os-release, its volume label) or a file name, as a line of a boot
 /// loader's file may hold it: see [`one_line`]; at most 100 characters.
 pub fn shown(text: &str) -> String {
     one_line(text, 100)
-}
-
-/// `text` on one line of at most `max` characters: a control character would end the line
-/// there and let the text start a command of its own, so each becomes a space; white space
-/// folds to one space.
-pub fn one_line(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for c in text.chars().map(|c| if c.is_control() || c.is_whitespace() { ' ' } else { c }) {
-        if out.chars().count() == max {
-            break;
-        }
-        if c != ' ' || !(out.is_empty() || out.ends_with(' ')) {
-            out.push(c);
-        }
-    }
-    out.trim_end().to_string()
 }
 
 /// [`shown`] for an iPXE line, which iPXE expands (`${…}`), splits (quotes, backslashes)
@@ -147,12 +115,14 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     let f = std::fs::File::open(file)?;
     let fs = IsoFs::open(&f)?;
     let has_loopback_cfg = fs.lookup(OWN_LOOPBACK)?.is_some();
-    let mut cmdline: Vec<String> =
-        report.cmdline.iter().flat_map(|c| c.split_whitespace()).map(String::from).collect();
+    // The profile's tokens, then the ISO's own entry's arguments for this kernel.
+    let own = report.own_menu.iter().find(|e| Some(&e.kernel) == report.kernel.first());
+    let mut cmdline = merged_args(report.cmdline.as_deref().unwrap_or(""), own.map_or(&[], |e| &e.args));
     cmdline.push("rdinit=/isoroot/init".into());
     if let Some(profile) = o.profiles.iter().find(|p| Some(&p.name) == report.profile.as_ref()) {
         if profile.init.is_none() {
-            match own_init(&fs) {
+            match own_init(&report.own_menu) {
+                Some(init) if cmdline.contains(&init) => {}
                 Some(init) => cmdline.push(init),
                 None => eprintln!(
                     "isoroot menu: {name}: profile {} needs init=, and the ISO's own menu names none",

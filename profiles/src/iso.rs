@@ -2,7 +2,8 @@
 //! mounting it: what `isoroot inspect` and `isoroot menu` ask on the host, and what the
 //! boot-time picker asks of every ISO it lists.
 
-use crate::{glob_match, Lookup};
+use crate::bootcfg::{self, OwnEntry};
+use crate::{glob_match, Lookup, Profile};
 use isoroot_fs::iso9660::IsoFs;
 use isoroot_fs::ReadAt;
 
@@ -56,4 +57,64 @@ pub fn matching(iso: &dyn Lookup, patterns: &[String]) -> Vec<String> {
         out.extend(names.into_iter().map(|n| format!("{dir}/{n}")));
     }
     out
+}
+
+/// The entries of the ISO's own boot menus ([`bootcfg`]).
+pub fn own_entries<S: ReadAt + ?Sized>(iso: &IsoFs<'_, S>) -> Vec<OwnEntry> {
+    let read = |path: &str| {
+        let node = iso.lookup(path).ok()??;
+        let text = iso.read_file(&node, bootcfg::MAX_FILE).ok()?;
+        Some(String::from_utf8_lossy(&text).into_owned())
+    };
+    bootcfg::read(&read, &|dir| IsoFiles(iso).list(dir))
+}
+
+/// What an entry that boots the ISO's own kernel loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    pub kernel: String,
+    /// Loaded in this order (microcode first, where the ISO's menu has it).
+    pub initrds: Vec<String>,
+    /// The arguments of the ISO's own entry for this kernel, when its menu has one.
+    pub args: Vec<String>,
+    /// Where they were found: the profile's patterns, or a file of the ISO's own menu.
+    pub from: String,
+}
+
+/// The kernel and initrds to boot: the first matches of the profile's patterns, else the
+/// first entry of the ISO's own menu whose files are all in the ISO (a release that renamed
+/// its kernel still boots); with the arguments of the ISO's first entry for that kernel.
+pub fn boot_files(iso: &dyn Lookup, profile: &Profile, own: &[OwnEntry]) -> Option<BootFiles> {
+    let (kernel, initrd) = (matching(iso, &profile.kernel), matching(iso, &profile.initrd));
+    let args =
+        |kernel: &str| own.iter().find(|e| e.kernel == kernel).map(|e| e.args.clone()).unwrap_or_default();
+    if let (Some(kernel), Some(initrd)) = (kernel.into_iter().next(), initrd.into_iter().next()) {
+        let args = args(&kernel);
+        return Some(BootFiles {
+            kernel,
+            initrds: vec![initrd],
+            args,
+            from: format!("profile {}", profile.name),
+        });
+    }
+    own.iter()
+        .find(|e| iso.exists(&e.kernel) && !e.initrds.is_empty() && e.initrds.iter().all(|i| iso.exists(i)))
+        .map(|e| BootFiles {
+            kernel: e.kernel.clone(),
+            initrds: e.initrds.clone(),
+            args: e.args.clone(),
+            from: e.from.clone(),
+        })
+}
+
+/// `init=` as the ISO's own menu names it (NixOS names its generation's init only there):
+/// printable ASCII without quotes or backslashes, so that the word goes into any boot
+/// loader's file and command line as it is.
+pub fn own_init(own: &[OwnEntry]) -> Option<String> {
+    own.iter()
+        .flat_map(|e| &e.args)
+        .find(|w| {
+            w.starts_with("init=/") && w.bytes().all(|b| b.is_ascii_graphic() && !b"\"\\'".contains(&b))
+        })
+        .cloned()
 }

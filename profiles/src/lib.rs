@@ -5,6 +5,7 @@
 //! *compact form*, `key value` lines with every field spelled out, which this crate also
 //! reads without any dependency.
 
+pub mod bootcfg;
 mod compact;
 pub mod iso;
 mod layers;

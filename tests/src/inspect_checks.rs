@@ -15,6 +15,10 @@ const CHECKS: &[(&str, &[&str])] = &[
             r#""names": "Rock Ridge""#,
             r#""distro": "isoroot fixture debian""#,
             r#""/live/vmlinuz""#,
+            // The ISO's own GRUB menu, read as it is.
+            r#""title": "Live system""#,
+            r#""from": "/boot/grub/loopback.cfg""#,
+            r#""findiso=""#,
         ],
     ),
     (
@@ -64,7 +68,16 @@ const CHECKS: &[(&str, &[&str])] = &[
             "/manjaro/x86_64/livefs.sfs",
         ],
     ),
-    ("nixos.iso", &[r#""profile": "nixos""#, r#""/boot/bzImage""#, r#""distro": null"#]),
+    (
+        "nixos.iso",
+        &[
+            r#""profile": "nixos""#,
+            r#""/boot/bzImage""#,
+            r#""distro": null"#,
+            // Where NixOS names its generation's init: only in its own menu.
+            r#""init=/nix/store/0000000000000000000000000000000a-nixos-system-isoroot-24.11/init""#,
+        ],
+    ),
     ("tails.iso", &[r#""profile": "tails""#, r#""strategy": "handoff""#]),
     ("alpine.iso", &[r#""profile": "alpine""#, r#""unsupported": "Alpine builds its root"#]),
     ("tinycore.iso", &[r#""profile": "tinycore""#, r#""/boot/corepure64.gz""#]),

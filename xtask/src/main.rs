@@ -224,6 +224,7 @@ const FUZZ_TARGETS: &[(&str, usize)] = &[
     ("iso9660", 1 << 20),
     ("filemap", 1 << 20),
     ("modindex", 1 << 20),
+    ("bootcfg", 64 << 10),
 ];
 
 /// What `cargo fuzz` passes rustc, without a sanitizer (that needs a nightly toolchain):
