@@ -14,6 +14,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let read = |path: &str| FILES.iter().position(|f| *f == path).and_then(|i| parts.get(i).cloned());
     let list = |dir: &str| if dir == "/loader/entries" { vec!["a.conf".to_string()] } else { Vec::new() };
     for e in isoroot_profiles::bootcfg::read(&read, &list) {
-        assert!(e.kernel.starts_with('/'));
+        assert!(e.kernel.len() > 1 && e.kernel.starts_with('/'));
+        // What a boot entry gets of them stays within a kernel command line.
+        let args = isoroot_profiles::bootcfg::merged_args("boot=live", &e.args);
+        assert!(args.iter().map(|a| a.len() + 1).sum::<usize>() <= 2048 + "boot=live ".len());
     }
 });

@@ -176,11 +176,14 @@ impl Report {
                 if e.initrds.is_empty() { String::new() } else { format!(" + {}", e.initrds.join(" + ")) };
             rows.push((
                 "own menu",
-                format!("{} ({}): {}{initrds} {}", e.title, e.from, e.kernel, e.args.join(" ")),
+                one_line(
+                    &format!("{} ({}): {}{initrds} {}", e.title, e.from, e.kernel, e.args.join(" ")),
+                    300,
+                ),
             ));
         }
         rows.extend(self.notes.iter().map(|n| ("note", n.clone())));
-        rows.iter().map(|(k, v)| format!("{:<9} {}\n", format!("{k}:"), one_line(v, 300))).collect()
+        rows.iter().map(|(k, v)| format!("{:<9} {v}\n", format!("{k}:"))).collect()
     }
 }
 

@@ -20,6 +20,11 @@ use std::path::{Path, PathBuf};
 /// Kernels and initrds larger than this are not ISO boot files.
 const MAX_BOOT_FILE: u64 = 1 << 30;
 const OWN_LOOPBACK: &str = "/boot/grub/loopback.cfg";
+/// The x86 kernel command line, with its NUL.
+const MAX_CMDLINE: usize = 2048;
+/// Kept free for what a boot loader puts before an entry's words (GRUB's
+/// `BOOT_IMAGE=(hd0,gpt2)/…`, systemd-boot's `initrd=` words).
+const LOADER_ROOM: usize = 256;
 
 pub struct Options {
     pub dir: PathBuf,
@@ -139,14 +144,31 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     } else {
         None
     };
-    match hints {
-        Some(words) => cmdline.extend(words),
-        None => cmdline.push(word("iso", &loc.to_string())),
-    }
+    let mut tail = Vec::new();
     if o.pin_sha256 {
-        cmdline.push(format!("iso.sha256={}", sha256_hex(file)?));
+        tail.push(format!("iso.sha256={}", sha256_hex(file)?));
     }
-    cmdline.extend(o.append.iter().cloned());
+    tail.extend(o.append.iter().cloned());
+    // The whole line must fit the kernel's, with room for what the boot loader puts first.
+    let bytes = |words: &[String]| words.iter().map(|w| w.len() + 1).sum::<usize>();
+    let fixed = bytes(&cmdline) + bytes(&tail) + LOADER_ROOM;
+    let plain = vec![word("iso", &loc.to_string())];
+    let iso_words = match hints {
+        Some(words) if fixed + bytes(&words) <= MAX_CMDLINE => words,
+        Some(_) => {
+            eprintln!("isoroot menu: {name}: the extent hints do not fit beside the entry's other words; the boot scans the filesystem");
+            plain
+        }
+        None => plain,
+    };
+    if fixed + bytes(&iso_words) > MAX_CMDLINE {
+        bail!(
+            "its kernel command line would take {} bytes with the boot loader's, more than the {MAX_CMDLINE} the kernel takes",
+            fixed + bytes(&iso_words)
+        );
+    }
+    cmdline.extend(iso_words);
+    cmdline.extend(tail);
     Ok(Iso {
         file: file.to_path_buf(),
         loc,

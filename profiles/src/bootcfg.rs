@@ -55,6 +55,7 @@ pub const ISO_FROM_FILE: &[&str] = &[
     "isofrom_system",
     "isoloop",
     "iso_path",
+    "fromiso",
 ];
 
 /// Words that point a distro's initrd at the medium it was burnt to (by label, UUID or a
@@ -65,6 +66,7 @@ pub const MEDIUM_KEYS: &[&str] = &[
     "archisosearchfilename",
     "archisolabel",
     "archisodevice",
+    "misolabel",
     "live-media",
     "cdrom-detect/try-usb",
 ];
@@ -78,14 +80,23 @@ fn arg_key(word: &str) -> &str {
 /// arguments (`quiet splash`, a release's `live-media-path=`) without those that say where
 /// the ISO is ([`ISO_FROM_FILE`], [`MEDIUM_KEYS`]) and without the keys the tokens set
 /// (`root=live:CDLABEL=…` gives way to `root=live:/dev/mapper/isoroot`).
+///
+/// Only the words before a `--` or `---` are taken: after it they are the installer's, to
+/// copy into the installed system (Ubuntu's `---`), or the init's (`--`), and isoroot's own
+/// words must come before them. Words a command line cannot carry as they are (quotes,
+/// backslashes, control characters) and the words isoroot sets itself (`iso=`, `iso.*`,
+/// `rdinit=`, `initrd=`, `BOOT_IMAGE=`) are left out too.
 pub fn merged_args(tokens: &str, own: &[String]) -> Vec<String> {
     let mut out: Vec<String> = tokens.split_whitespace().map(String::from).collect();
     let set: Vec<String> = out.iter().map(|w| arg_key(w).to_string()).collect();
-    for w in own {
+    for w in own.iter().take_while(|w| *w != "--" && *w != "---") {
         let key = arg_key(w);
+        let plain = w.bytes().all(|b| b.is_ascii_graphic() && !b"\"\\'".contains(&b));
+        let isoroots =
+            key == "iso" || key.starts_with("iso.") || ["rdinit", "initrd", "BOOT_IMAGE"].contains(&key);
         let dropped =
             ISO_FROM_FILE.contains(&key) || MEDIUM_KEYS.contains(&key) || set.iter().any(|k| k == key);
-        if !dropped && !out.contains(w) {
+        if plain && !isoroots && !dropped && !out.contains(w) {
             out.push(w.clone());
         }
     }
@@ -96,17 +107,18 @@ pub fn merged_args(tokens: &str, own: &[String]) -> Vec<String> {
 /// `None`) and `list` (a directory's names), following includes, and returns their entries
 /// without repeats, in the order read.
 pub fn read(read: &dyn Fn(&str) -> Option<String>, list: &dyn Fn(&str) -> Vec<String>) -> Vec<OwnEntry> {
-    let mut r = Reader { read, files: 0, out: Vec::new() };
+    let mut r = Reader { read, done: Vec::new(), included: 0, out: Vec::new() };
     for path in CONFIGS {
         if path.contains("linux") {
-            r.syslinux(path, 0);
+            let dir = path.rsplit_once('/').map_or("/", |(d, _)| d);
+            r.syslinux(path, dir, 0);
         } else {
             r.grub(path, &mut Vec::new(), 0);
         }
     }
     let mut confs: Vec<String> = list(LOADER_ENTRIES).into_iter().filter(|n| n.ends_with(".conf")).collect();
     confs.sort();
-    for name in confs {
+    for name in confs.iter().take(MAX_FILES) {
         r.loader_entry(&format!("{LOADER_ENTRIES}/{name}"));
     }
     r.out
@@ -114,131 +126,178 @@ pub fn read(read: &dyn Fn(&str) -> Option<String>, list: &dyn Fn(&str) -> Vec<St
 
 struct Reader<'a> {
     read: &'a dyn Fn(&str) -> Option<String>,
-    files: usize,
+    /// Files read already: a menu sourced from two others is read once.
+    done: Vec<String>,
+    /// Includes looked up (found or not).
+    included: usize,
     out: Vec<OwnEntry>,
 }
 
 /// Includes followed at most in a chain (a menu that sources itself ends here).
 const MAX_DEPTH: usize = 4;
+/// The longest word or variable value kept: `set a=$a$a` on every line doubles it.
+const MAX_WORD: usize = 4096;
+/// The most bytes of arguments one entry keeps: a kernel takes 2 KiB in all.
+const MAX_ARG_BYTES: usize = 2048;
+
+fn entry(title: String, from: &str) -> OwnEntry {
+    OwnEntry { title, kernel: String::new(), initrds: Vec::new(), args: Vec::new(), from: from.to_string() }
+}
+
+/// Arguments as an entry keeps them: up to [`MAX_ARGS`] words and [`MAX_ARG_BYTES`] bytes.
+fn bounded_args<'w>(words: impl Iterator<Item = &'w str>) -> Vec<String> {
+    let mut bytes = 0;
+    words
+        .take(MAX_ARGS)
+        .take_while(|w| {
+            bytes += w.len() + 1;
+            bytes <= MAX_ARG_BYTES
+        })
+        .map(String::from)
+        .collect()
+}
 
 impl Reader<'_> {
-    fn text(&mut self, path: &str) -> Option<String> {
-        if self.files >= MAX_FILES || !path.starts_with('/') {
+    /// A menu's text, once; `include` counts the lookup against [`MAX_FILES`].
+    fn text(&mut self, path: &str, include: bool) -> Option<String> {
+        if include {
+            self.included += 1;
+            if self.included > MAX_FILES {
+                return None;
+            }
+        }
+        if !path.starts_with('/') || self.done.iter().any(|d| d == path) {
             return None;
         }
-        self.files += 1;
+        self.done.push(path.to_string());
         (self.read)(path)
     }
 
     fn push(&mut self, e: OwnEntry) {
         let seen =
             self.out.iter().any(|o| o.kernel == e.kernel && o.initrds == e.initrds && o.args == e.args);
-        if !seen && self.out.len() < MAX_ENTRIES && e.kernel.starts_with('/') {
+        if !seen && self.out.len() < MAX_ENTRIES && e.kernel.len() > 1 {
             self.out.push(e);
         }
     }
 
-    /// GRUB script: entries, with the variables `set` before them and in them.
+    /// GRUB script: entries, with the variables `set` before them and in them. A line's
+    /// commands end at `;`, `{` and `}`, so one-line entries read as well.
     fn grub(&mut self, path: &str, vars: &mut Vec<(String, String)>, depth: usize) {
-        let Some(text) = self.text(path) else { return };
+        let Some(text) = self.text(path, depth > 0) else { return };
         let mut entry: Option<OwnEntry> = None;
         for line in text.lines() {
-            let words = grub_words(line, vars);
-            let Some(cmd) = words.first().map(String::as_str) else { continue };
-            match cmd {
-                "menuentry" => {
-                    let title = words.get(1).cloned().unwrap_or_default();
-                    entry = Some(OwnEntry {
-                        title,
-                        kernel: String::new(),
-                        initrds: Vec::new(),
-                        args: Vec::new(),
-                        from: path.to_string(),
-                    });
+            let mut cmd: Vec<String> = Vec::new();
+            for w in grub_words(line, vars).into_iter().chain([";".to_string()]) {
+                if !matches!(w.as_str(), ";" | "{" | "}") {
+                    cmd.push(w);
+                    continue;
                 }
-                "}" => {
+                self.grub_command(&std::mem::take(&mut cmd), path, vars, depth, &mut entry);
+                if w == "}" {
                     if let Some(e) = entry.take() {
                         self.push(e);
                     }
                 }
-                "linux" | "linuxefi" | "linux16" => {
-                    if let (Some(e), Some(k)) = (entry.as_mut(), words.get(1)) {
-                        e.kernel = in_iso(k, path);
-                        e.args = words[2..].iter().take(MAX_ARGS).cloned().collect();
-                    }
-                }
-                "initrd" | "initrdefi" | "initrd16" => {
-                    if let Some(e) = entry.as_mut() {
-                        e.initrds = words[1..].iter().take(MAX_ARGS).map(|i| in_iso(i, path)).collect();
-                    }
-                }
-                "set" => {
-                    if let Some((k, v)) = words.get(1).and_then(|w| w.split_once('=')) {
-                        set(vars, k, v);
-                    }
-                }
-                "source" | "configfile" if depth < MAX_DEPTH => {
-                    if let Some(p) = words.get(1) {
-                        self.grub(&in_iso(p, path), vars, depth + 1);
-                    }
-                }
-                _ => {}
             }
         }
     }
 
-    /// isolinux/syslinux: keywords in any case, paths relative to the menu's folder.
-    fn syslinux(&mut self, path: &str, depth: usize) {
-        let Some(text) = self.text(path) else { return };
+    fn grub_command(
+        &mut self,
+        words: &[String],
+        path: &str,
+        vars: &mut Vec<(String, String)>,
+        depth: usize,
+        entry: &mut Option<OwnEntry>,
+    ) {
+        let Some(cmd) = words.first().map(String::as_str) else { return };
+        match (cmd, entry.as_mut()) {
+            ("menuentry", _) => *entry = Some(self::entry(words.get(1).cloned().unwrap_or_default(), path)),
+            ("linux" | "linuxefi" | "linux16", Some(e)) => {
+                if let Some(k) = words.get(1).and_then(|k| in_iso(k, path)) {
+                    e.kernel = k;
+                    e.args = bounded_args(words[2..].iter().map(String::as_str));
+                }
+            }
+            ("initrd" | "initrdefi" | "initrd16", Some(e)) => {
+                e.initrds = words[1..].iter().take(MAX_ARGS).filter_map(|i| in_iso(i, path)).collect();
+            }
+            ("set", _) => {
+                if let Some((k, v)) = words.get(1).and_then(|w| w.split_once('=')) {
+                    set(vars, k, v);
+                }
+            }
+            ("source", _) if depth < MAX_DEPTH => {
+                if let Some(p) = words.get(1).and_then(|p| in_iso(p, path)) {
+                    self.grub(&p, vars, depth + 1);
+                }
+            }
+            // A new menu: its variables stay its own.
+            ("configfile", _) if depth < MAX_DEPTH => {
+                if let Some(p) = words.get(1).and_then(|p| in_iso(p, path)) {
+                    self.grub(&p, &mut vars.clone(), depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// isolinux/syslinux: keywords in any case; relative paths from `dir`, the folder of the
+    /// menu isolinux started with (its working directory), in included files too.
+    fn syslinux(&mut self, path: &str, dir: &str, depth: usize) {
+        let Some(text) = self.text(path, depth > 0) else { return };
+        let at = format!("{dir}/menu");
         let mut entry: Option<OwnEntry> = None;
+        let mut help = false;
         for line in text.lines() {
             let line = line.trim();
             let (key, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-            let rest = rest.trim();
-            match key.to_ascii_lowercase().as_str() {
+            let (key, rest) = (key.to_ascii_lowercase(), rest.trim());
+            // Help text is text, not keywords.
+            if help {
+                help = key != "endtext";
+                continue;
+            }
+            match key.as_str() {
+                "text" => help = rest.eq_ignore_ascii_case("help"),
                 "label" => {
                     if let Some(e) = entry.take() {
                         self.push(e);
                     }
-                    entry = Some(OwnEntry {
-                        title: rest.to_string(),
-                        kernel: String::new(),
-                        initrds: Vec::new(),
-                        args: Vec::new(),
-                        from: path.to_string(),
-                    });
+                    entry = Some(self::entry(rest.to_string(), path));
                 }
                 "menu" => {
-                    let (sub, title) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-                    if let (Some(e), true) = (entry.as_mut(), sub.eq_ignore_ascii_case("label")) {
-                        e.title = title.trim().trim_start_matches('^').replace('^', "");
+                    let (sub, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                    match (sub.to_ascii_lowercase().as_str(), entry.as_mut()) {
+                        ("label", Some(e)) => e.title = arg.trim().replace('^', ""),
+                        ("include", _) if depth < MAX_DEPTH => self.include(arg, &at, dir, depth),
+                        _ => {}
                     }
                 }
                 "kernel" | "linux" => {
-                    if let Some(e) = entry.as_mut() {
-                        e.kernel = in_iso(rest, path);
+                    if let (Some(e), Some(k)) = (entry.as_mut(), in_iso(rest, &at)) {
+                        e.kernel = k;
                     }
                 }
                 "initrd" => {
                     if let Some(e) = entry.as_mut() {
-                        e.initrds = rest.split(',').map(|i| in_iso(i.trim(), path)).collect();
+                        e.initrds = rest.split(',').filter_map(|i| in_iso(i.trim(), &at)).collect();
                     }
                 }
                 "append" => {
                     if let Some(e) = entry.as_mut() {
-                        for w in rest.split_whitespace().take(MAX_ARGS) {
-                            match w.strip_prefix("initrd=") {
-                                Some(list) => e.initrds = list.split(',').map(|i| in_iso(i, path)).collect(),
-                                None => e.args.push(w.to_string()),
-                            }
+                        // `APPEND -` clears the default's arguments: nothing to keep.
+                        let words = rest.split_whitespace().filter(|w| *w != "-");
+                        let (initrd, args): (Vec<&str>, Vec<&str>) =
+                            words.partition(|w| w.starts_with("initrd="));
+                        if let Some(list) = initrd.last().and_then(|w| w.strip_prefix("initrd=")) {
+                            e.initrds = list.split(',').filter_map(|i| in_iso(i, &at)).collect();
                         }
+                        e.args = bounded_args(args.into_iter());
                     }
                 }
-                "include" if depth < MAX_DEPTH => {
-                    let file = rest.split_whitespace().next().unwrap_or_default();
-                    let file = in_iso(file, path);
-                    self.syslinux(&file, depth + 1);
-                }
+                "include" | "config" if depth < MAX_DEPTH => self.include(rest, &at, dir, depth),
                 _ => {}
             }
         }
@@ -247,25 +306,25 @@ impl Reader<'_> {
         }
     }
 
+    fn include(&mut self, rest: &str, at: &str, dir: &str, depth: usize) {
+        if let Some(file) = rest.split_whitespace().next().and_then(|f| in_iso(f, at)) {
+            self.syslinux(&file, dir, depth + 1);
+        }
+    }
+
     /// A systemd-boot entry (Boot Loader Specification type 1).
     fn loader_entry(&mut self, path: &str) {
-        let Some(text) = self.text(path) else { return };
-        let mut e = OwnEntry {
-            title: String::new(),
-            kernel: String::new(),
-            initrds: Vec::new(),
-            args: Vec::new(),
-            from: path.into(),
-        };
+        let Some(text) = self.text(path, false) else { return };
+        let mut e = entry(String::new(), path);
         for line in text.lines() {
             let line = line.trim();
             let (key, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
             let rest = rest.trim();
             match key {
                 "title" => e.title = rest.to_string(),
-                "linux" => e.kernel = in_iso(rest, "/"),
-                "initrd" => e.initrds.push(in_iso(rest, "/")),
-                "options" => e.args.extend(rest.split_whitespace().take(MAX_ARGS).map(String::from)),
+                "linux" => e.kernel = in_iso(rest, "/").unwrap_or_default(),
+                "initrd" if e.initrds.len() < MAX_ARGS => e.initrds.extend(in_iso(rest, "/")),
+                "options" => e.args = bounded_args(rest.split_whitespace()),
                 _ => {}
             }
         }
@@ -274,21 +333,26 @@ impl Reader<'_> {
 }
 
 fn set(vars: &mut Vec<(String, String)>, k: &str, v: &str) {
+    let v: String = v.chars().take(MAX_WORD).collect();
     if let Some(slot) = vars.iter_mut().find(|(n, _)| n == k) {
-        slot.1 = v.to_string();
+        slot.1 = v;
     } else if vars.len() < 64 {
         // A menu that sets many names is not a boot menu; the first 64 are plenty.
-        vars.push((k.to_string(), v.to_string()));
+        vars.push((k.to_string(), v));
     }
 }
 
 /// A path as a menu names it, as an absolute path in the ISO: GRUB's `(device)` prefix
-/// dropped, a relative path taken from the menu's folder, `.` and `..` resolved.
-fn in_iso(p: &str, menu: &str) -> String {
+/// dropped, a relative path taken from the menu's folder, `.` and `..` resolved. `None` for
+/// no path at all (an empty word, an unclosed `(`, only a folder).
+fn in_iso(p: &str, menu: &str) -> Option<String> {
     let p = match p.strip_prefix('(') {
-        Some(rest) => rest.split_once(')').map_or("", |(_, path)| path),
+        Some(rest) => rest.split_once(')')?.1,
         None => p,
     };
+    if p.is_empty() {
+        return None;
+    }
     let base = if p.starts_with('/') { "" } else { menu.rsplit_once('/').map_or("", |(dir, _)| dir) };
     let mut parts: Vec<&str> = Vec::new();
     let joined = format!("{base}/{p}");
@@ -299,13 +363,14 @@ fn in_iso(p: &str, menu: &str) -> String {
             c => parts.push(c),
         }
     }
-    format!("/{}", parts.join("/"))
+    (!parts.is_empty()).then(|| format!("/{}", parts.join("/")))
 }
 
 /// One line of GRUB script as words: white space separates, quotes group (`'…'` as it is,
-/// `"…"` with variables expanded), `\` escapes, `#` at a word's start comments, `{`, `}`
-/// and `;` stand alone. Variables GRUB would know only at boot (`$iso_path`, `$root`) are
-/// empty, as unset ones are in GRUB.
+/// `"…"` with variables expanded and `\` escaping only `$`, `"` and `\`), `\` escapes, `#` at
+/// a word's start comments, and `{`, `}` and `;` are words of their own. Variables GRUB
+/// knows only at boot (`$iso_path`, `$root`) are empty, as unset ones are in GRUB; a `$`
+/// before no name stays. No word grows past [`MAX_WORD`].
 fn grub_words(line: &str, vars: &[(String, String)]) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -320,6 +385,9 @@ fn grub_words(line: &str, vars: &[(String, String)]) -> Vec<String> {
                     words.push(std::mem::take(&mut word));
                     started = false;
                 }
+                if c == ';' {
+                    words.push(";".into());
+                }
             }
             (None, '{' | '}') if !started => words.push(c.to_string()),
             (None, '\'' | '"') => {
@@ -328,11 +396,12 @@ fn grub_words(line: &str, vars: &[(String, String)]) -> Vec<String> {
             }
             (Some(q), c) if c == q => quote = None,
             (Some('\''), c) => word.push(c),
+            (Some('"'), '\\') if !matches!(chars.peek(), Some('$' | '"' | '\\')) => word.push('\\'),
             (_, '\\') => {
                 word.extend(chars.next());
                 started = true;
             }
-            (_, '$') => {
+            (_, '$') if chars.peek().is_some_and(|n| *n == '{' || n.is_ascii_alphanumeric() || *n == '_') => {
                 let braced = chars.peek() == Some(&'{');
                 if braced {
                     chars.next();
@@ -358,6 +427,10 @@ fn grub_words(line: &str, vars: &[(String, String)]) -> Vec<String> {
                 word.push(c);
                 started = true;
             }
+        }
+        if word.len() > MAX_WORD {
+            let end = (0..=MAX_WORD).rev().find(|&i| word.is_char_boundary(i)).unwrap_or(0);
+            word.truncate(end);
         }
         if words.len() > MAX_ARGS {
             break;
@@ -431,6 +504,31 @@ mod tests {
     }
 
     #[test]
+    fn one_line_entries_and_included_menus() {
+        // One-line entries, a menu read once though sourced twice, configfile's own variables.
+        let grub = "set k=/k1\nmenuentry a { linux $k x; initrd /i }\nsource /boot/grub/m.cfg\nsource /boot/grub/m.cfg\nconfigfile /boot/grub/c.cfg\nmenuentry b { linux $k }\n";
+        let e = from(&[
+            ("/boot/grub/grub.cfg", grub),
+            ("/boot/grub/m.cfg", "menuentry m { linux /m }\n"),
+            ("/boot/grub/c.cfg", "set k=/k2\nmenuentry c { linux $k }\n"),
+        ]);
+        let kernels: Vec<&str> = e.iter().map(|e| e.kernel.as_str()).collect();
+        assert_eq!(kernels, ["/k1", "/m", "/k2", "/k1"]);
+        assert_eq!(e[0].initrds, strs(&["/i"]));
+        assert_eq!(e[0].args, strs(&["x"]));
+        // isolinux's CONFIG and help text.
+        let e = from(&[
+            ("/isolinux/isolinux.cfg", "CONFIG /boot/syslinux/archiso_sys.cfg\n"),
+            (
+                "/boot/syslinux/archiso_sys.cfg",
+                "LABEL arch\nTEXT HELP\nkernel /not/this\nENDTEXT\nLINUX /arch/boot/x86_64/vmlinuz-linux\nINITRD /arch/boot/x86_64/initramfs-linux.img\nAPPEND archisobasedir=arch\n",
+            ),
+        ]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].kernel, "/arch/boot/x86_64/vmlinuz-linux");
+    }
+
+    #[test]
     fn syslinux_and_loader_entries() {
         let isolinux = "include menu.cfg\ndefault vesamenu.c32\n";
         let menu = "LABEL live-amd64\n  MENU LABEL ^Live system (amd64)\n  KERNEL ../live/vmlinuz\n  APPEND initrd=/live/initrd.img boot=live components\n\
@@ -454,6 +552,13 @@ mod tests {
         // A menu that sources itself, and one that only sets variables.
         let e = from(&[("/boot/grub/grub.cfg", "source /boot/grub/grub.cfg\nmenuentry x {\nlinux /k\n}\n")]);
         assert_eq!(e.len(), 1, "the same entry once");
+        // A variable that doubles on every line stays at its cap.
+        let doubling: String = std::iter::once("set a=xx\n".to_string())
+            .chain((0..60).map(|_| "set a=$a$a\n".to_string()))
+            .chain(["menuentry x {\nlinux /k $a\n}\n".to_string()])
+            .collect();
+        let e = from(&[("/boot/grub/grub.cfg", &doubling)]);
+        assert!(e[0].args.iter().map(String::len).sum::<usize>() <= MAX_ARG_BYTES);
         let many: String = (0..10_000).map(|i| format!("set v{i}=x\n")).collect();
         assert!(from(&[("/boot/grub/grub.cfg", &many)]).is_empty());
         // Unterminated quotes and braces, entries without a kernel, paths out of the tree.
@@ -470,9 +575,21 @@ mod tests {
             strs(&["linux", "/k", "x y", "z $a", "11", "\"q"])
         );
         assert_eq!(grub_words("  # comment", &vars), Vec::<String>::new());
-        assert_eq!(in_iso("(loop)/casper/vmlinuz", "/boot/grub/grub.cfg"), "/casper/vmlinuz");
-        assert_eq!(in_iso("../live/vmlinuz", "/isolinux/isolinux.cfg"), "/live/vmlinuz");
-        assert_eq!(in_iso("../../../../etc", "/a/b.cfg"), "/etc");
+        assert_eq!(
+            in_iso("(loop)/casper/vmlinuz", "/boot/grub/grub.cfg").as_deref(),
+            Some("/casper/vmlinuz")
+        );
+        assert_eq!(in_iso("../live/vmlinuz", "/isolinux/isolinux.cfg").as_deref(), Some("/live/vmlinuz"));
+        assert_eq!(in_iso("../../../../etc", "/a/b.cfg").as_deref(), Some("/etc"));
+        for nothing in ["", "(hd0", "(loop)", "/..", "."] {
+            assert_eq!(in_iso(nothing, "/"), None, "{nothing:?}");
+        }
+        // Inside double quotes `\` escapes only `$ " \`; a `$` before no name stays.
+        assert_eq!(grub_words(r#""a\b \$x \" $ 5$""#, &vars), strs(&[r#"a\b $x " $ 5$"#]));
+        assert_eq!(
+            grub_words("menuentry x { linux /k; initrd /i }", &vars),
+            strs(&["menuentry", "x", "{", "linux", "/k", ";", "initrd", "/i", "}"])
+        );
         assert_eq!(arg_key("findiso=/x"), "findiso");
     }
 
@@ -483,6 +600,11 @@ mod tests {
             merged_args("root=live:/dev/mapper/isoroot rd.live.image", &own),
             strs(&["root=live:/dev/mapper/isoroot", "rd.live.image", "quiet", "rhgb"])
         );
+        // Ubuntu's `---`: what follows is the installed system's; isoroot's words and
+        // words a command line cannot carry stay out.
+        let own =
+            strs(&["iso-scan/filename=", "iso=x", "rdinit=/init", "a=\"b", "maybe-ubiquity", "---", "quiet"]);
+        assert_eq!(merged_args("boot=casper", &own), strs(&["boot=casper", "maybe-ubiquity"]));
         let own =
             strs(&["archisobasedir=arch", "archisosearchuuid=2024", "img_loop=/a.iso", "cow_spacesize=4G"]);
         assert_eq!(
