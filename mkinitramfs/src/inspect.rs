@@ -2,6 +2,7 @@
 //! without privileges: its layout and label, the profile that matches, the distro and kernel
 //! inside the root image, and where the ISO keeps its own kernel and initrd.
 
+use crate::authenticode::{self, Signer};
 use anyhow::{Context, Result};
 use isoroot_fs::iso9660::{IsoFs, Names};
 use isoroot_fs::squashfs::Squashfs;
@@ -11,6 +12,9 @@ use isoroot_profiles::iso::{matching, own_entries, IsoFiles};
 use isoroot_profiles::{Match, Profile};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+
+/// A kernel larger than this is not read for its signature.
+const MAX_KERNEL: u64 = 256 << 20;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -38,8 +42,40 @@ pub struct Report {
     pub cmdline: Option<String>,
     /// The entries of the ISO's own boot menus (GRUB, isolinux, systemd-boot).
     pub own_menu: Vec<OwnEntry>,
+    /// Who signed the ISO's kernel (the first of `kernel`), for Secure Boot, and whether the
+    /// chain `isoroot install --secure-boot` writes accepts it.
+    pub kernel_signers: Vec<Signer>,
+    pub secure_boot: Option<String>,
     /// What could not be read, and why.
     pub notes: Vec<String>,
+}
+
+/// The certificate authority of the kernels that the chain `isoroot install --secure-boot`
+/// writes accepts: Debian's shim trusts it, and Debian's kernels trust it for kexec.
+const DEBIAN_CA: &str = "Debian Secure Boot CA";
+
+/// What Secure Boot makes of a kernel with these signers, and what to do about a refusal.
+fn secure_boot(signers: &[Signer]) -> String {
+    let stick = "boot the ISO with the stick's kernel instead (GRUB's submenu \"with this stick's kernel\")";
+    match signers.iter().find(|s| s.issuer == DEBIAN_CA).or(signers.first()) {
+        Some(s) if s.issuer == DEBIAN_CA => {
+            "accepted: signed under Debian's CA, which Debian's shim (isoroot install --secure-boot) and the stick's \
+             kernel (isoroot's menu, kexec) trust"
+                .into()
+        }
+        Some(s) => format!(
+            "refused by Debian's shim unless {}'s certificate is enrolled (mokutil --import, then confirm in \
+             MokManager at the next boot); or {stick}",
+            s.issuer
+        ),
+        None => format!("not signed: refused with Secure Boot on; {stick}"),
+    }
+}
+
+/// The Authenticode signers of a kernel in the ISO.
+fn kernel_signers<S: ReadAt + ?Sized>(iso: &IsoFs<'_, S>, path: &str) -> Result<Vec<Signer>> {
+    let node = iso.lookup(path)?.with_context(|| format!("{path} is not in the ISO"))?;
+    authenticode::signers(&iso.read_file(&node, MAX_KERNEL)?)
 }
 
 fn os_release(text: &str, key: &str) -> Option<String> {
@@ -139,6 +175,15 @@ pub fn inspect(path: &Path, profiles: &[Profile]) -> Result<Report> {
     r.cmdline = Some(profile.cmdline.clone()).filter(|c| !c.is_empty());
     r.kernel = matching(&IsoFiles(&iso), &profile.kernel);
     r.initrd = matching(&IsoFiles(&iso), &profile.initrd);
+    if let Some(kernel) = r.kernel.first().cloned() {
+        match kernel_signers(&iso, &kernel) {
+            Ok(signers) => {
+                r.secure_boot = Some(secure_boot(&signers));
+                r.kernel_signers = signers;
+            }
+            Err(e) => r.notes.push(format!("{kernel}: no signature read: {e:#}")),
+        }
+    }
     read_root(&iso, &file, profile, &layers, &mut r);
     r.root_images = layers;
     Ok(r)
@@ -171,6 +216,18 @@ impl Report {
             ("root", format!("{} ({})", list(&self.root_images), opt(&self.root_format))),
             ("cmdline", opt(&self.cmdline)),
         ]);
+        for s in &self.kernel_signers {
+            rows.push((
+                "signed",
+                one_line(
+                    &format!("{} (issued by {}; certificate sha256 {})", s.subject, s.issuer, s.sha256),
+                    300,
+                ),
+            ));
+        }
+        if let Some(v) = &self.secure_boot {
+            rows.push(("secure boot", v.clone()));
+        }
         for e in &self.own_menu {
             let initrds =
                 if e.initrds.is_empty() { String::new() } else { format!(" + {}", e.initrds.join(" + ")) };

@@ -1,5 +1,6 @@
 //! `isoroot`: the host side of isoroot.
 
+mod authenticode;
 mod bootmenu;
 mod cpio;
 mod extents;

@@ -937,6 +937,11 @@ pub fn build(isoroot: &Path, init: &Path) -> Result<Fixtures> {
         &work,
         &dir,
     )?);
+    // A real, signed kernel (Debian's) for inspect's signature report.
+    fs::copy(
+        work.join(crate::bootloaders::BOOT_ISOS).join("debian live.iso"),
+        isos.join("debian-signed.iso"),
+    )?;
     let dracut = dir.join("initrd-dracut-isoroot.img");
     crate::distros::dracut_with_isoroot(init, &kver, &work, &dracut)?;
     initrds.insert("dracut-isoroot", dracut);

@@ -22,6 +22,14 @@ const CHECKS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "debian-signed.iso",
+        &[
+            r#""subject": "Debian Secure Boot Signer"#,
+            r#""issuer": "Debian Secure Boot CA""#,
+            r#""secure_boot": "accepted: signed under Debian's CA"#,
+        ],
+    ),
+    (
         "debian-joliet.iso",
         &[r#""profile": "debian-live""#, r#""names": "Joliet""#, r#""distro": "isoroot fixture debian""#],
     ),

@@ -149,6 +149,29 @@ pub fn all(_f: &Fixtures) -> Vec<Case> {
                 &["prohibited by secure boot policy", "Loading of unsigned module is rejected"],
             ),
         ),
+        // Under Secure Boot the stick's signed kernel runs isoroot's menu, and the kernel's
+        // lockdown lets kexec start the ISO's kernel only because Debian signed it.
+        Case {
+            during: vec![grub_keys("vvv\r"), picker_keys("1\r")],
+            memory_mb: 1024,
+            ..loader(
+                "isoroot install --secure-boot: isoroot's menu under Secure Boot starts the first ISO's signed kernel (kexec under lockdown)",
+                "stick-secure-boot",
+                Firmware::UefiSecureBoot,
+                None,
+                and(
+                    via(debian(), &scan("ext4")),
+                    &[
+                        "Kernel is locked down from EFI Secure Boot",
+                        "iso=ask",
+                        "starting the ISO's own kernel /",
+                        "Starting new kernel",
+                        ":/Linux ISOs/débian live.iso on /dev/vda3 ",
+                    ],
+                    &["the ISO's own kernel cannot be started", "Loading of unsigned module is rejected"],
+                ),
+            )
+        },
         loader(
             "isoroot install, NTFS: GRUB for UEFI boots the first ISO",
             "stick-ntfs",
