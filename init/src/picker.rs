@@ -524,11 +524,12 @@ fn ask_user(entries: &[Entry], notes: &[String], first: usize, timeout: Option<D
                     return i;
                 }
             }
-            None if term.ttys.is_empty() => {
-                crate::warn!("no console to show the menu on: booting the first ISO that can boot");
+            None => {
+                if term.ttys.is_empty() {
+                    crate::warn!("no console to show the menu on: booting the first ISO that can boot");
+                }
                 return first;
             }
-            None => return first,
         }
     }
 }

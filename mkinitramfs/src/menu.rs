@@ -11,7 +11,7 @@ use isoroot_fs::extents::hex;
 use isoroot_fs::iso9660::IsoFs;
 use isoroot_fs::location::{word, Location, Source};
 use isoroot_profiles::bootcfg::merged_args;
-use isoroot_profiles::iso::own_init;
+use isoroot_profiles::iso::{own_args, own_init};
 use isoroot_profiles::Profile;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
@@ -121,8 +121,8 @@ fn prepare(file: &Path, o: &Options) -> Result<Iso> {
     let fs = IsoFs::open(&f)?;
     let has_loopback_cfg = fs.lookup(OWN_LOOPBACK)?.is_some();
     // The profile's tokens, then the ISO's own entry's arguments for this kernel.
-    let own = report.own_menu.iter().find(|e| Some(&e.kernel) == report.kernel.first());
-    let mut cmdline = merged_args(report.cmdline.as_deref().unwrap_or(""), own.map_or(&[], |e| &e.args));
+    let own = report.kernel.first().map_or(&[][..], |k| own_args(&report.own_menu, k));
+    let mut cmdline = merged_args(report.cmdline.as_deref().unwrap_or(""), own);
     cmdline.push("rdinit=/isoroot/init".into());
     if let Some(profile) = o.profiles.iter().find(|p| Some(&p.name) == report.profile.as_ref()) {
         if profile.init.is_none() {

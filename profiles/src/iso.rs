@@ -81,15 +81,18 @@ pub struct BootFiles {
     pub from: String,
 }
 
+/// The arguments of the ISO's own first entry for `kernel` (none when its menu has none).
+pub fn own_args<'o>(own: &'o [OwnEntry], kernel: &str) -> &'o [String] {
+    own.iter().find(|e| e.kernel == kernel).map_or(&[], |e| &e.args)
+}
+
 /// The kernel and initrds to boot: the first matches of the profile's patterns, else the
 /// first entry of the ISO's own menu whose files are all in the ISO (a release that renamed
 /// its kernel still boots); with the arguments of the ISO's first entry for that kernel.
 pub fn boot_files(iso: &dyn Lookup, profile: &Profile, own: &[OwnEntry]) -> Option<BootFiles> {
     let (kernel, initrd) = (matching(iso, &profile.kernel), matching(iso, &profile.initrd));
-    let args =
-        |kernel: &str| own.iter().find(|e| e.kernel == kernel).map(|e| e.args.clone()).unwrap_or_default();
     if let (Some(kernel), Some(initrd)) = (kernel.into_iter().next(), initrd.into_iter().next()) {
-        let args = args(&kernel);
+        let args = own_args(own, &kernel).to_vec();
         return Some(BootFiles {
             kernel,
             initrds: vec![initrd],
